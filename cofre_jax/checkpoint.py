@@ -1,0 +1,105 @@
+"""The one module that talks to orbax.
+
+A checkpoint holds everything an exact resume needs: the train state (params,
+optimiser state, EMA, step, RNG key, skipped-step counter) and each process's
+data-iterator position (grain writes one file per process). Saves are atomic:
+orbax writes into a temporary folder and renames it when complete, so a run killed
+mid-save leaves the previous checkpoint as the latest usable one.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint on disk does not fit the configured model or optimiser."""
+
+
+def make_manager(workdir: str, *, keep: int, async_save: bool = True) -> ocp.CheckpointManager:
+    directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=True, enable_async_checkpointing=async_save
+    )
+    handlers = {
+        "state": ocp.StandardCheckpointHandler(),
+        "data": grain.checkpoint.CheckpointHandler(),
+    }
+    return ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: Any, data_iter: Any) -> None:
+    args = {"state": ocp.args.StandardSave(state)}
+    if data_iter is not None:
+        args["data"] = grain.checkpoint.CheckpointSave(data_iter)
+    manager.save(step, args=ocp.args.Composite(**args))
+
+
+def _key_name(key) -> str:
+    # Dataclass fields (GetAttrKey.name) and dict keys (DictKey.key) must compare equal:
+    # the saved metadata is a dict tree, the abstract state a TrainState.
+    for attr in ("name", "key", "idx"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def _shapes(tree) -> dict[str, tuple[int, ...]]:
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(map(_key_name, path)): tuple(leaf.shape) for path, leaf in flat}
+
+
+def _check_compatible(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> None:
+    """Compares parameter paths and shapes before restoring (orbax would partly restore)."""
+    saved = manager.item_metadata(step)["state"]
+    saved_shapes, wanted_shapes = _shapes(saved), _shapes(abstract_state)
+    if saved_shapes == wanted_shapes:
+        return
+    missing = sorted(set(wanted_shapes) - set(saved_shapes))
+    extra = sorted(set(saved_shapes) - set(wanted_shapes))
+    changed = sorted(
+        k for k in set(saved_shapes) & set(wanted_shapes) if saved_shapes[k] != wanted_shapes[k]
+    )
+    details = []
+    if missing:
+        details.append(f"{len(missing)} entries missing from the checkpoint, e.g. {missing[0]}")
+    if extra:
+        details.append(f"{len(extra)} unexpected entries in the checkpoint, e.g. {extra[0]}")
+    if changed:
+        k = changed[0]
+        details.append(
+            f"{len(changed)} shape changes, e.g. {k}: saved {saved_shapes[k]} "
+            f"vs configured {wanted_shapes[k]}"
+        )
+    raise CheckpointMismatchError(
+        f"checkpoint step {step} in {manager.directory} does not match the configured "
+        f"model/optimiser ({'; '.join(details)}); use a fresh --workdir or the config it was "
+        "trained with"
+    )
+
+
+def restore(
+    manager: ocp.CheckpointManager,
+    abstract_state: Any,
+    data_iter: Any = None,
+    step: int | None = None,
+) -> tuple[Any, int] | None:
+    """Restores `step` (default: latest) into the shardings of `abstract_state`.
+
+    Returns (state, step), or None when the workdir has no checkpoint. The data
+    iterator, when given, is moved to the saved position in place.
+    """
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        return None
+    _check_compatible(manager, step, abstract_state)
+    args = {"state": ocp.args.StandardRestore(abstract_state)}
+    if data_iter is not None:
+        args["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+    restored = manager.restore(step, args=ocp.args.Composite(**args))
+    return restored["state"], step

@@ -1,0 +1,373 @@
+"""Typed, validated, frozen views of the experiment ConfigDict.
+
+Modules never see a ConfigDict: `from_config_dict` builds these dataclasses once,
+validates every field and raises one `ConfigError` naming the field and the allowed
+range. Fields mirror `configs/base.py`, where each one is documented.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+MODEL_KINDS = ("mdlm", "fp_mdlm")
+INJECTIONS = ("fpdm", "add")
+DTYPES = ("float32", "bfloat16")
+SCHEDULES = ("loglinear", "linear", "cosine")
+TOKENIZERS = ("gpt2", "byte")
+DATA_SOURCES = ("embedded", "text_files", "hf_folder", "tfds", "owt")
+RAW_SOURCES = ("text_files", "hf_folder", "tfds")
+LR_SCHEDULES = ("constant", "cosine")
+# Token ids a tokenizer can emit (BOS and EOS share one id, as in GPT-2). The model
+# appends one MASK id, so model.vocab_size = this + 1.
+TOKENIZER_VOCAB_SIZES = {"gpt2": 50257, "byte": 257}
+
+
+class ConfigError(ValueError):
+    """A config field has a value outside its allowed range."""
+
+
+def _check(ok: bool, field: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"config field '{field}' = {value!r} is invalid: allowed {allowed}")
+
+
+def _check_choice(field: str, value: Any, choices: Iterable[str]) -> None:
+    choices = tuple(choices)
+    _check(value in choices, field, value, f"one of {choices}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    kind: str
+    vocab_size: int  # tokenizer vocabulary plus the MASK id (the last id)
+    hidden_size: int
+    num_layers: int  # MDLM: number of DiT blocks
+    num_heads: int
+    mlp_ratio: int
+    cond_dim: int
+    time_conditioning: bool
+    dropout: float
+    dtype: str  # compute dtype
+    param_dtype: str
+    # fp_mdlm only (DESIGN §2.2): explicit pre/post blocks, the weight-tied block(s),
+    # and how the injection u enters F.
+    k_pre: int
+    k_fp: int
+    k_post: int
+    injection: str
+
+    @property
+    def mask_id(self) -> int:
+        return self.vocab_size - 1
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    def validate(self) -> None:
+        _check_choice("model.kind", self.kind, MODEL_KINDS)
+        _check(self.vocab_size >= 3, "model.vocab_size", self.vocab_size, ">= 3")
+        _check(self.hidden_size >= 1, "model.hidden_size", self.hidden_size, ">= 1")
+        _check(self.num_layers >= 1, "model.num_layers", self.num_layers, ">= 1")
+        _check(self.num_heads >= 1, "model.num_heads", self.num_heads, ">= 1")
+        _check(
+            self.hidden_size % self.num_heads == 0,
+            "model.num_heads",
+            self.num_heads,
+            f"a divisor of model.hidden_size={self.hidden_size}",
+        )
+        _check(
+            self.head_dim % 2 == 0,
+            "model.num_heads",
+            self.num_heads,
+            "a value giving an even head dimension (rotary embeddings rotate pairs)",
+        )
+        _check(self.mlp_ratio >= 1, "model.mlp_ratio", self.mlp_ratio, ">= 1")
+        _check(self.cond_dim >= 1, "model.cond_dim", self.cond_dim, ">= 1")
+        _check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "[0, 1)")
+        _check_choice("model.dtype", self.dtype, DTYPES)
+        _check_choice("model.param_dtype", self.param_dtype, DTYPES)
+        for name in ("k_pre", "k_fp", "k_post"):
+            value = getattr(self, name)
+            _check(
+                value >= (1 if name == "k_fp" else 0), f"model.{name}", value, ">= 0 (k_fp >= 1)"
+            )
+        _check_choice("model.injection", self.injection, INJECTIONS)
+
+    def block_passes(self, fp_iterations: int) -> int:
+        """Transformer-block forward passes of one denoiser call (DESIGN §2.2 cost unit)."""
+        if self.kind == "mdlm":
+            return self.num_layers
+        return self.k_pre + fp_iterations * self.k_fp + self.k_post
+
+
+@dataclasses.dataclass(frozen=True)
+class FixedPointConfig:
+    """Solver and gradient strategy of the fp_mdlm middle block (fixed_point specs)."""
+
+    solver: str
+    eval_iterations: int  # forward iterations at eval/sampling (cap when tol > 0)
+    tol: float
+    tol_kind: str
+    damping: float
+    window: int
+    ridge: float
+    beta: float
+    on_nonconvergence: str
+    gradient: str
+    nograd_min: int
+    nograd_max: int
+    grad_min: int
+    grad_max: int
+    phantom_steps: int
+    phantom_damping: float
+    unrolled_steps: int
+    adjoint_max_iter: int
+    adjoint_tol: float
+
+    def specs(self):
+        from cofre_jax import fixed_point
+
+        solver = fixed_point.SolverSpec(
+            method=self.solver,
+            max_iter=self.eval_iterations,
+            tol=self.tol,
+            tol_kind=self.tol_kind,
+            damping=self.damping,
+            window=self.window,
+            ridge=self.ridge,
+            beta=self.beta,
+            on_nonconvergence=self.on_nonconvergence,
+        )
+        gradient = fixed_point.GradientSpec(
+            method=self.gradient,
+            nograd_range=(self.nograd_min, self.nograd_max),
+            grad_range=(self.grad_min, self.grad_max),
+            phantom_steps=self.phantom_steps,
+            phantom_damping=self.phantom_damping,
+            unrolled_steps=self.unrolled_steps,
+            adjoint=dataclasses.replace(
+                solver, max_iter=self.adjoint_max_iter, tol=self.adjoint_tol
+            ),
+        )
+        return solver, gradient
+
+    def mean_train_iterations(self) -> float:
+        """Expected F evaluations per training forward (SJFB: E[N_ng] + E[N_g])."""
+        if self.gradient == "sjfb":
+            return (self.nograd_min + self.nograd_max + self.grad_min + self.grad_max) / 2
+        if self.gradient == "unrolled":
+            return float(self.unrolled_steps)
+        return float(self.eval_iterations)
+
+    def validate(self) -> None:
+        try:
+            for spec in self.specs():
+                spec.validate()
+        except ValueError as e:
+            raise ConfigError(f"fixed_point: {e}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffusionConfig:
+    schedule: str
+    eps: float  # P(mask) at t=1 is 1 - eps for the log-linear schedule
+    antithetic: bool
+    sampling_eps: float  # smallest time the training sampler draws
+
+    def validate(self) -> None:
+        _check_choice("diffusion.schedule", self.schedule, SCHEDULES)
+        _check(0.0 < self.eps < 0.5, "diffusion.eps", self.eps, "(0, 0.5)")
+        _check(
+            0.0 < self.sampling_eps < 0.5, "diffusion.sampling_eps", self.sampling_eps, "(0, 0.5)"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    source: str
+    path: str  # files/folder for text_files and hf_folder, shard dir for owt
+    tfds_name: str
+    tfds_data_dir: str
+    text_key: str  # field that holds the text in jsonl / dataset records
+    raw_source: str  # where --mode=prepare reads documents from
+    raw_path: str
+    tokenizer: str
+    tokenizer_path: str  # optional override for the GPT-2 BPE file
+    cache_dir: str  # where embedded assets are fetched
+    seq_len: int
+    val_docs: int  # documents held out for validation
+    shuffle_buffer_seed: int
+    worker_count: int
+
+    def validate(self) -> None:
+        _check_choice("data.source", self.source, DATA_SOURCES)
+        _check_choice("data.tokenizer", self.tokenizer, TOKENIZERS)
+        _check_choice("data.raw_source", self.raw_source, RAW_SOURCES)
+        _check(self.seq_len >= 3, "data.seq_len", self.seq_len, ">= 3 (BOS + text + EOS)")
+        _check(self.val_docs >= 1, "data.val_docs", self.val_docs, ">= 1")
+        _check(self.worker_count >= 0, "data.worker_count", self.worker_count, ">= 0")
+        if self.source in ("text_files", "hf_folder", "owt"):
+            _check(bool(self.path), "data.path", self.path, f"a path for source {self.source!r}")
+        if self.source == "tfds":
+            _check(bool(self.tfds_name), "data.tfds_name", self.tfds_name, "a tfds dataset name")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    lr: float
+    b1: float
+    b2: float
+    weight_decay: float
+    warmup_steps: int
+    lr_schedule: str
+    grad_clip: float  # 0 disables clipping
+    ema_decay: float  # 0 disables the EMA
+
+    def validate(self) -> None:
+        _check(0.0 < self.lr < 1.0, "optim.lr", self.lr, "(0, 1)")
+        _check(0.0 <= self.b1 < 1.0, "optim.b1", self.b1, "[0, 1)")
+        _check(0.0 <= self.b2 < 1.0, "optim.b2", self.b2, "[0, 1)")
+        _check(self.weight_decay >= 0.0, "optim.weight_decay", self.weight_decay, ">= 0")
+        _check(self.warmup_steps >= 0, "optim.warmup_steps", self.warmup_steps, ">= 0")
+        _check_choice("optim.lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _check(self.grad_clip >= 0.0, "optim.grad_clip", self.grad_clip, ">= 0")
+        _check(0.0 <= self.ema_decay < 1.0, "optim.ema_decay", self.ema_decay, "[0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    seed: int
+    batch_size: int  # global batch, split over data-parallel devices
+    num_steps: int
+    log_every: int
+    eval_every: int
+    eval_batches: int
+    checkpoint_every: int
+    keep_checkpoints: int
+
+    def validate(self) -> None:
+        _check(self.batch_size >= 1, "train.batch_size", self.batch_size, ">= 1")
+        _check(self.num_steps >= 1, "train.num_steps", self.num_steps, ">= 1")
+        for name in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
+            value = getattr(self, name)
+            _check(value >= 1, f"train.{name}", value, ">= 1")
+        _check(self.eval_batches >= 1, "train.eval_batches", self.eval_batches, ">= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleConfig:
+    seed: int
+    num_samples: int
+    steps: int
+    top_p: float  # 1.0 disables the nucleus filter
+    reuse_logits: bool  # skip the network when no token changed (MDLM's cache)
+    final_eps: float  # last time of the linspace(1, final_eps, steps + 1) grid
+
+    def validate(self) -> None:
+        _check(self.num_samples >= 1, "sample.num_samples", self.num_samples, ">= 1")
+        _check(self.steps >= 1, "sample.steps", self.steps, ">= 1")
+        _check(0.0 < self.top_p <= 1.0, "sample.top_p", self.top_p, "(0, 1]")
+        _check(0.0 < self.final_eps < 1.0, "sample.final_eps", self.final_eps, "(0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    data: int  # -1: all devices not used by the other axes
+    fsdp: int
+    tensor: int
+
+    def validate(self) -> None:
+        sizes = (self.data, self.fsdp, self.tensor)
+        for name, value in zip(("data", "fsdp", "tensor"), sizes):
+            _check(value == -1 or value >= 1, f"mesh.{name}", value, "-1 or >= 1")
+        _check(sizes.count(-1) <= 1, "mesh", sizes, "at most one axis set to -1")
+
+    def shape(self, num_devices: int) -> tuple[int, int, int]:
+        sizes = [self.data, self.fsdp, self.tensor]
+        fixed = math.prod(s for s in sizes if s != -1)
+        if -1 in sizes:
+            _check(
+                num_devices % fixed == 0,
+                "mesh",
+                tuple(sizes),
+                f"axis sizes whose product divides the {num_devices} devices",
+            )
+            sizes[sizes.index(-1)] = num_devices // fixed
+        _check(
+            math.prod(sizes) == num_devices,
+            "mesh",
+            tuple(sizes),
+            f"axis sizes whose product is the {num_devices} devices",
+        )
+        return tuple(sizes)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    model: ModelConfig
+    fixed_point: FixedPointConfig
+    diffusion: DiffusionConfig
+    data: DataConfig
+    optim: OptimConfig
+    train: TrainConfig
+    sample: SampleConfig
+    mesh: MeshConfig
+
+    def validate(self) -> None:
+        for section in dataclasses.fields(self):
+            getattr(self, section.name).validate()
+        expected_vocab = TOKENIZER_VOCAB_SIZES[self.data.tokenizer] + 1
+        _check(
+            self.model.vocab_size == expected_vocab,
+            "model.vocab_size",
+            self.model.vocab_size,
+            f"-1 or {expected_vocab} (tokenizer {self.data.tokenizer!r} plus MASK)",
+        )
+
+
+_SECTIONS = {
+    "model": ModelConfig,
+    "fixed_point": FixedPointConfig,
+    "diffusion": DiffusionConfig,
+    "data": DataConfig,
+    "optim": OptimConfig,
+    "train": TrainConfig,
+    "sample": SampleConfig,
+    "mesh": MeshConfig,
+}
+
+
+def _build_section(name: str, cls: type, values: Mapping[str, Any]) -> Any:
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key '{name}.{unknown[0]}'; valid keys of '{name}': {sorted(names)}"
+        )
+    missing = [n for n in names if n not in values]
+    if missing:
+        raise ConfigError(f"config section '{name}' is missing key '{missing[0]}'")
+    return cls(**{n: values[n] for n in names})
+
+
+def from_config_dict(cfg: Mapping[str, Any]) -> Config:
+    """Builds and validates the typed config; raises ConfigError on any bad field."""
+    plain = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+    unknown = sorted(set(plain) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(
+            f"unknown config section '{unknown[0]}'; valid sections: {sorted(_SECTIONS)}"
+        )
+    plain = {name: dict(plain.get(name, {})) for name in _SECTIONS}
+    tokenizer = plain["data"].get("tokenizer")
+    _check_choice("data.tokenizer", tokenizer, TOKENIZERS)
+    if plain["model"].get("vocab_size") == -1:
+        plain["model"]["vocab_size"] = TOKENIZER_VOCAB_SIZES[tokenizer] + 1
+    sections = {name: _build_section(name, cls, plain[name]) for name, cls in _SECTIONS.items()}
+    config = Config(**sections)
+    config.validate()
+    return config

@@ -1,0 +1,346 @@
+"""Forward solvers for h = f(params, h, x), stopping per example, in `lax.while_loop`.
+
+`f` is any pure function (a linen block's `apply`, say) whose output has the pytree
+structure and shapes of `h`; `params` and `x` are arbitrary pytrees passed through
+untouched. Every leaf of `h` carries the batch on its leading axis, and f must treat
+examples independently: an example whose residual reaches the tolerance stops
+changing and stops being counted while the others go on.
+
+Solvers work on one flat per-example state `z_BxN` in the accumulation dtype
+(float32, or float64 when h is float64), so bf16 hidden states get fp32 Anderson
+Gram matrices and damping; f always sees h in its own dtypes.
+
+The returned state is f(h) for the selected iterate h (the last one when the
+tolerance is off or the example converged, otherwise per `on_nonconvergence`), so it
+is always a block output, and `residual_B` is exactly ||f(h) - h|| for that h.
+
+Letters: B batch, N flattened per-example state size, M history window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cofre_jax.fixed_point.specs import SolverSpec
+
+PyTree = Any
+BlockFn = Callable[[PyTree, PyTree, PyTree], PyTree]
+
+
+class SolverStats(NamedTuple):
+    iterations_B: jax.Array  # int32: evaluations of f counted for each example
+    residual_B: jax.Array  # float32: residual of the returned iterate (inf if non-finite)
+    converged_B: jax.Array  # bool: reached the tolerance (tolerance off: residual finite)
+    evals: jax.Array  # int32 scalar: batched calls of f, i.e. block evaluations spent
+
+
+class NonConvergenceError(RuntimeError):
+    """Raised by the 'raise' policy when an example misses the tolerance."""
+
+
+# ----------------------------------------------------------------------------- state
+
+
+class FlatState(NamedTuple):
+    """How to go between the pytree h and the flat per-example state z_BxN."""
+
+    treedef: Any
+    shapes: tuple[tuple[int, ...], ...]
+    dtypes: tuple[Any, ...]
+    batch: int
+    acc_dtype: Any
+
+    def flatten(self, h: PyTree) -> jax.Array:
+        leaves = jax.tree.leaves(h)
+        return jnp.concatenate(
+            [leaf.reshape(self.batch, -1).astype(self.acc_dtype) for leaf in leaves], axis=1
+        )
+
+    def unflatten(self, z_BxN: jax.Array) -> PyTree:
+        sizes = [int(np.prod(s[1:])) for s in self.shapes]
+        parts = jnp.split(z_BxN, np.cumsum(sizes)[:-1], axis=1)
+        leaves = [p.reshape(s).astype(d) for p, s, d in zip(parts, self.shapes, self.dtypes)]
+        return jax.tree.unflatten(self.treedef, leaves)
+
+
+def flat_state(h: PyTree) -> FlatState:
+    """Checks that every leaf of h is floating with one shared leading batch axis."""
+    leaves, treedef = jax.tree.flatten(h)
+    if not leaves:
+        raise ValueError("fixed-point state h0 has no array leaves")
+    for leaf in leaves:
+        if jnp.ndim(leaf) < 1:
+            raise ValueError(
+                "every leaf of h0 needs a leading batch axis; got a leaf of shape "
+                f"{jnp.shape(leaf)}"
+            )
+        if not jnp.issubdtype(leaf.dtype, jnp.floating):
+            raise ValueError(f"fixed-point state leaves must be floating; got {leaf.dtype}")
+    batches = {leaf.shape[0] for leaf in leaves}
+    if len(batches) != 1:
+        raise ValueError(f"leaves of h0 disagree on the batch (leading) axis: sizes {batches}")
+    acc_dtype = jnp.result_type(jnp.float32, *[leaf.dtype for leaf in leaves])
+    return FlatState(
+        treedef=treedef,
+        shapes=tuple(tuple(leaf.shape) for leaf in leaves),
+        dtypes=tuple(leaf.dtype for leaf in leaves),
+        batch=batches.pop(),
+        acc_dtype=acc_dtype,
+    )
+
+
+def check_block_shapes(f: BlockFn, params: PyTree, h0: PyTree, x: PyTree) -> None:
+    """Fails at trace time if f(params, h0, x) does not have h0's structure and shapes."""
+    out = jax.eval_shape(f, params, h0, x)
+    in_struct = jax.tree.structure(h0)
+    out_struct = jax.tree.structure(out)
+    if in_struct != out_struct:
+        raise ValueError(
+            f"f(params, h, x) must return h's pytree structure: h0 is {in_struct}, "
+            f"f returned {out_struct}"
+        )
+    for a, b in zip(jax.tree.leaves(h0), jax.tree.leaves(out)):
+        if tuple(a.shape) != tuple(b.shape):
+            raise ValueError(
+                f"f(params, h, x) changed a leaf's shape: h0 leaf {tuple(a.shape)}, "
+                f"f output {tuple(b.shape)}"
+            )
+
+
+def _select(mask_B: jax.Array, new: PyTree, old: PyTree) -> PyTree:
+    def pick(n, o):
+        return jnp.where(mask_B.reshape((-1,) + (1,) * (n.ndim - 1)), n, o)
+
+    return jax.tree.map(pick, new, old)
+
+
+def residual_norm(fz_BxN: jax.Array, z_BxN: jax.Array, tol_kind: str) -> jax.Array:
+    """Per-example ||f(z) - z|| (relative: divided by ||f(z)||), float32, inf if non-finite."""
+    diff = jnp.sqrt(jnp.sum(jnp.square(fz_BxN - z_BxN), axis=1))
+    if tol_kind == "relative":
+        diff = diff / (jnp.sqrt(jnp.sum(jnp.square(fz_BxN), axis=1)) + 1e-12)
+    elif tol_kind != "absolute":
+        raise ValueError(f"tol_kind {tol_kind!r} is not one of ('relative', 'absolute')")
+    diff = diff.astype(jnp.float32)
+    return jnp.where(jnp.isfinite(diff), diff, jnp.inf)
+
+
+def batch_max_iter(max_iter, batch: int) -> jax.Array:
+    """Static or traced iteration cap (scalar or per example) as an int32 (B,) array."""
+    if isinstance(max_iter, int | np.integer):
+        if max_iter < 1:
+            raise ValueError(f"max_iter = {max_iter} is invalid: allowed >= 1")
+        return jnp.full((batch,), max_iter, jnp.int32)
+    max_iter = jnp.asarray(max_iter)
+    if not jnp.issubdtype(max_iter.dtype, jnp.integer) or max_iter.ndim > 1:
+        raise ValueError(
+            f"max_iter must be an int or an integer array of shape () or (B,); got "
+            f"{max_iter.dtype} of shape {max_iter.shape}"
+        )
+    return jnp.broadcast_to(max_iter.astype(jnp.int32), (batch,))
+
+
+# ----------------------------------------------------------------------------- methods
+# Each method is (init(z0_BxN) -> state, step(state, z, fz, count_B) -> (z_next, state)),
+# where count_B is how many evaluations the example had before this one.
+
+
+def _picard(spec: SolverSpec):
+    def init(z_BxN):
+        return ()
+
+    def step(state, z_BxN, fz_BxN, count_B):
+        del count_B
+        if spec.damping == 1.0:
+            return fz_BxN, state
+        return (1.0 - spec.damping) * z_BxN + spec.damping * fz_BxN, state
+
+    return init, step
+
+
+def _anderson(spec: SolverSpec):
+    m = spec.window
+
+    def init(z_BxN):
+        hist_BxMxN = jnp.zeros((z_BxN.shape[0], m, z_BxN.shape[1]), z_BxN.dtype)
+        return hist_BxMxN, hist_BxMxN
+
+    def step(state, z_BxN, fz_BxN, count_B):
+        x_BxMxN, f_BxMxN = state
+        slot_BxM = jax.nn.one_hot(count_B % m, m, dtype=jnp.bool_)[..., None]
+        x_BxMxN = jnp.where(slot_BxM, z_BxN[:, None], x_BxMxN)
+        f_BxMxN = jnp.where(slot_BxM, fz_BxN[:, None], f_BxMxN)
+        g_BxMxN = f_BxMxN - x_BxMxN
+        valid_BxM = jnp.arange(m)[None] < jnp.minimum(count_B + 1, m)[:, None]
+        gram_BxMxM = jnp.einsum("bmn,bkn->bmk", g_BxMxN, g_BxMxN)
+        diag_BxM = jnp.diagonal(gram_BxMxM, axis1=1, axis2=2)
+        # Ridge scaled by the mean squared residual keeps it unit-free across problems.
+        scale_B = jnp.sum(jnp.where(valid_BxM, diag_BxM, 0.0), 1) / jnp.sum(valid_BxM, 1)
+        lam_B = spec.ridge * scale_B + jnp.finfo(z_BxN.dtype).tiny
+        eye_MxM = jnp.eye(m, dtype=z_BxN.dtype)
+        both_BxMxM = valid_BxM[:, :, None] & valid_BxM[:, None, :]
+        # Empty slots become identity rows with a zero border, which pins their weight to 0.
+        inner_BxMxM = jnp.where(both_BxMxM, gram_BxMxM + lam_B[:, None, None] * eye_MxM, eye_MxM)
+        border_BxM = valid_BxM.astype(z_BxN.dtype)
+        top_Bx1xM1 = jnp.concatenate([jnp.zeros_like(border_BxM[:, :1]), border_BxM], 1)[:, None]
+        lower_BxMxM1 = jnp.concatenate([border_BxM[:, :, None], inner_BxMxM], 2)
+        system_BxM1xM1 = jnp.concatenate([top_Bx1xM1, lower_BxMxM1], 1)
+        rhs_BxM1 = jnp.zeros_like(top_Bx1xM1[:, 0]).at[:, 0].set(1.0)
+        alpha_BxM = jnp.linalg.solve(system_BxM1xM1, rhs_BxM1[..., None])[:, 1:, 0]
+        mixed_BxN = jnp.einsum("bm,bmn->bn", alpha_BxM, f_BxMxN)
+        if spec.beta != 1.0:
+            mixed_BxN = spec.beta * mixed_BxN + (1.0 - spec.beta) * jnp.einsum(
+                "bm,bmn->bn", alpha_BxM, x_BxMxN
+            )
+        # A singular window (e.g. repeated iterates) falls back to a plain step, never NaN.
+        ok_B = jnp.all(jnp.isfinite(mixed_BxN), axis=1)
+        return jnp.where(ok_B[:, None], mixed_BxN, fz_BxN), (x_BxMxN, f_BxMxN)
+
+    return init, step
+
+
+def _broyden(spec: SolverSpec):
+    """Limited-memory 'good' Broyden on g(z) = f(z) - z, inverse Jacobian -I + U^T V."""
+    m = spec.window
+
+    def init(z_BxN):
+        hist_BxMxN = jnp.zeros((z_BxN.shape[0], m, z_BxN.shape[1]), z_BxN.dtype)
+        return hist_BxMxN, hist_BxMxN, z_BxN, jnp.zeros_like(z_BxN)
+
+    def apply_inv(u_BxMxN, v_BxMxN, g_BxN):
+        return -g_BxN + jnp.einsum("bmn,bm->bn", u_BxMxN, jnp.einsum("bmn,bn->bm", v_BxMxN, g_BxN))
+
+    def step(state, z_BxN, fz_BxN, count_B):
+        u_BxMxN, v_BxMxN, z_prev_BxN, g_prev_BxN = state
+        g_BxN = fz_BxN - z_BxN
+        dz_BxN = z_BxN - z_prev_BxN
+        dg_BxN = g_BxN - g_prev_BxN
+        vt_BxN = -dz_BxN + jnp.einsum(
+            "bmn,bm->bn", v_BxMxN, jnp.einsum("bmn,bn->bm", u_BxMxN, dz_BxN)
+        )
+        denom_B = jnp.sum(vt_BxN * dg_BxN, axis=1)
+        # The first step has no secant pair, and a vanishing denominator has no update.
+        tiny = jnp.finfo(z_BxN.dtype).eps * (jnp.sum(jnp.square(dz_BxN), 1) + 1e-30)
+        ok_B = (count_B > 0) & (jnp.abs(denom_B) > tiny)
+        safe_B = jnp.where(ok_B, denom_B, 1.0)
+        u_BxN = (dz_BxN - apply_inv(u_BxMxN, v_BxMxN, dg_BxN)) / safe_B[:, None]
+        # A full memory restarts from -I: overwriting the oldest pair in a circle breaks
+        # the secant conditions the others satisfy and blows up near convergence.
+        restart_B = ((count_B - 1) % m == 0) & (count_B > 1)
+        u_BxMxN = jnp.where(restart_B[:, None, None], 0.0, u_BxMxN)
+        v_BxMxN = jnp.where(restart_B[:, None, None], 0.0, v_BxMxN)
+        slot_BxM = jax.nn.one_hot((count_B - 1) % m, m, dtype=jnp.bool_) & ok_B[:, None]
+        u_BxMxN = jnp.where(slot_BxM[..., None], u_BxN[:, None], u_BxMxN)
+        v_BxMxN = jnp.where(slot_BxM[..., None], vt_BxN[:, None], v_BxMxN)
+        z_next_BxN = z_BxN - apply_inv(u_BxMxN, v_BxMxN, g_BxN)
+        finite_B = jnp.all(jnp.isfinite(z_next_BxN), axis=1)
+        z_next_BxN = jnp.where(finite_B[:, None], z_next_BxN, fz_BxN)
+        return z_next_BxN, (u_BxMxN, v_BxMxN, z_BxN, g_BxN)
+
+    return init, step
+
+
+_METHODS = {"picard": _picard, "anderson": _anderson, "broyden": _broyden}
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def solve(
+    f: BlockFn,
+    params: PyTree,
+    h0: PyTree,
+    x: PyTree,
+    spec: SolverSpec,
+    *,
+    max_iter: int | jax.Array | None = None,
+) -> tuple[PyTree, SolverStats]:
+    """Solves h = f(params, h, x) from h0; returns (h_star, SolverStats).
+
+    `max_iter` overrides `spec.max_iter` and may be a traced integer, scalar or per
+    example (B,), e.g. a sampler's per-step budget inside a `lax` loop. A traced cap
+    of 0 returns h0 unchanged with residual inf and iterations 0. Not differentiable
+    in reverse mode (a dynamic-trip loop): wrap it with a gradient strategy from
+    `cofre_jax.fixed_point.gradients`.
+    """
+    spec.validate()
+    if spec.method not in _METHODS:
+        raise ValueError(f"solver method {spec.method!r} is not one of {tuple(_METHODS)}")
+    state = flat_state(h0)
+    check_block_shapes(f, params, h0, x)
+    cap_B = batch_max_iter(spec.max_iter if max_iter is None else max_iter, state.batch)
+    init, step = _METHODS[spec.method](spec)
+    tol_on = spec.tol > 0.0
+    keep_best = tol_on and spec.on_nonconvergence == "best"
+
+    z0_BxN = state.flatten(h0)
+    batch = state.batch
+    carry = dict(
+        z=z0_BxN,
+        out=z0_BxN,
+        res=jnp.full((batch,), jnp.inf, jnp.float32),
+        iters=jnp.zeros((batch,), jnp.int32),
+        converged=jnp.zeros((batch,), jnp.bool_),
+        active=cap_B > 0,
+        evals=jnp.zeros((), jnp.int32),
+        method=init(z0_BxN),
+    )
+
+    def cond(c):
+        return jnp.any(c["active"])
+
+    def body(c):
+        active_B = c["active"]
+        fz_BxN = state.flatten(f(params, state.unflatten(c["z"]), x))
+        res_B = residual_norm(fz_BxN, c["z"], spec.tol_kind)
+        take_B = active_B & (res_B < c["res"]) if keep_best else active_B
+        hit_B = res_B <= spec.tol if tol_on else jnp.zeros_like(active_B)
+        z_next_BxN, method_next = step(c["method"], c["z"], fz_BxN, c["iters"])
+        iters_B = c["iters"] + active_B.astype(jnp.int32)
+        return dict(
+            z=_select(active_B, z_next_BxN, c["z"]),
+            out=_select(take_B, fz_BxN, c["out"]),
+            res=jnp.where(take_B, res_B, c["res"]),
+            iters=iters_B,
+            converged=c["converged"] | (active_B & hit_B),
+            active=active_B & ~hit_B & (iters_B < cap_B),
+            evals=c["evals"] + 1,
+            method=_select(active_B, method_next, c["method"]),
+        )
+
+    c = jax.lax.while_loop(cond, body, carry)
+    converged_B = c["converged"] if tol_on else jnp.isfinite(c["res"])
+    stats = SolverStats(
+        iterations_B=c["iters"], residual_B=c["res"], converged_B=converged_B, evals=c["evals"]
+    )
+    if spec.on_nonconvergence == "raise":
+        raise_if_not_converged(stats)
+    return state.unflatten(c["out"]), stats
+
+
+def _raise_on_host(converged_B, residual_B, iterations_B) -> None:
+    converged_B = np.asarray(converged_B)
+    if not converged_B.all():
+        bad = np.flatnonzero(~converged_B)
+        residuals = np.asarray(residual_B)[bad].tolist()
+        iterations = np.asarray(iterations_B)[bad].tolist()
+        raise NonConvergenceError(
+            f"fixed-point solve did not converge for examples {bad.tolist()}: residuals "
+            f"{residuals} after {iterations} iterations"
+        )
+
+
+def raise_if_not_converged(stats: SolverStats) -> None:
+    """Raises NonConvergenceError now (concrete stats) or when the jitted program runs."""
+    args = (stats.converged_B, stats.residual_B, stats.iterations_B)
+    try:
+        concrete = [np.asarray(a) for a in args]
+    except jax.errors.TracerArrayConversionError:
+        jax.debug.callback(_raise_on_host, *args)
+        return
+    _raise_on_host(*concrete)

@@ -1,0 +1,107 @@
+"""Entry point: flags -> (multi-host init) -> typed config -> one mode.
+
+python -m cofre_jax.main --config=configs/quickstart.py --workdir=runs/qs [--mode=train]
+python -m cofre_jax.main --config=configs/owt_mdlm.py --mode=describe
+python -m cofre_jax.main --config=configs/quickstart.py --config.train.num_steps=10
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+MODES = ("train", "eval", "sample", "describe", "prepare")
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, samples).")
+_MODE = flags.DEFINE_enum("mode", "train", MODES, "What to do.")
+_DISTRIBUTED = flags.DEFINE_enum(
+    "distributed",
+    "auto",
+    ("auto", "on", "off"),
+    "jax.distributed.initialize: 'auto' when a TPU pod, SLURM job or --coordinator is seen.",
+)
+_COORDINATOR = flags.DEFINE_string("coordinator", None, "host:port of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+
+
+def _multi_host_env() -> bool:
+    slurm_tasks = int(os.environ.get("SLURM_NTASKS", "1"))
+    tpu_hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
+    return slurm_tasks > 1 or "," in tpu_hosts or _COORDINATOR.value is not None
+
+
+def _init_distributed() -> None:
+    if _DISTRIBUTED.value == "off" or (_DISTRIBUTED.value == "auto" and not _multi_host_env()):
+        return
+    import jax
+
+    jax.distributed.initialize(
+        coordinator_address=_COORDINATOR.value,
+        num_processes=_NUM_PROCESSES.value,
+        process_id=_PROCESS_ID.value,
+    )
+
+
+def _unknown_override(argv: list[str]) -> str | None:
+    """Names the first `--config.a.b=` override whose key the config file lacks."""
+    import importlib.util
+
+    path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if path is None:
+        return None
+    spec = importlib.util.spec_from_file_location("_cofre_config", path.split(":")[0])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cfg = module.get_config()
+    for arg in argv:
+        if not arg.startswith("--config."):
+            continue
+        node, walked = cfg, []
+        for key in arg[len("--config.") :].split("=", 1)[0].split("."):
+            if not hasattr(node, "keys") or key not in node:
+                where = ".".join(walked) or "the config"
+                valid = sorted(node.keys()) if hasattr(node, "keys") else []
+                return f"unknown config key '{'.'.join([*walked, key])}'; valid keys of {where}: {valid}"
+            node, walked = node[key], [*walked, key]
+    return None
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    try:
+        return flags.FLAGS(argv)
+    except (AttributeError, KeyError) as e:
+        message = _unknown_override(argv) or f"bad --config override: {e}"
+        sys.exit(f"config error: {message}")
+    except flags.Error as e:
+        sys.exit(
+            f"{e}\nusage: python -m cofre_jax.main --config=configs/NAME.py --workdir=DIR "
+            f"--mode={{{','.join(MODES)}}}"
+        )
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if _CONFIG.value is None:
+        raise app.UsageError("--config=configs/NAME.py is required")
+    from cofre_jax import modes
+    from cofre_jax.config.typed import ConfigError, from_config_dict
+
+    _init_distributed()
+    try:
+        config = from_config_dict(_CONFIG.value)
+    except ConfigError as e:
+        sys.exit(f"config error: {e}")
+    needs_workdir = _MODE.value in ("train", "eval", "sample")
+    if needs_workdir and not _WORKDIR.value:
+        raise app.UsageError(f"--workdir is required for --mode={_MODE.value}")
+    modes.run(_MODE.value, config, _WORKDIR.value, raw_config=_CONFIG.value)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=_parse_flags)

@@ -1,0 +1,158 @@
+"""FP-MDLM (DESIGN §2.2): explicit pre blocks, one weight-tied block iterated to a
+fixed point, explicit post blocks and MDLM's head.
+
+    h_pre = P(z_t, t);  u = G(h_pre);  h* = Fix(F(.; u, t));  logits = H(h*, t)
+
+The fixed point is solved by `cofre_jax.fixed_point` with F's parameters passed as an
+explicit pytree (linen is only used to own them); training uses the configured
+gradient strategy (SJFB by default), eval and sampling a forward solve whose iteration
+count may be a traced value and whose start may be a warm state (3SR sampling).
+
+Dropout inside F draws one mask per denoiser call, so every iteration applies the
+same function and the fixed point is well defined. The implicit (IFT) gradient needs
+a closed-form F without hidden randomness, so F runs without dropout under it.
+
+Letters: B batch, L length, D hidden, C cond dim, K head dim, V vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from cofre_jax import fixed_point
+from cofre_jax.config.typed import FixedPointConfig, ModelConfig
+from cofre_jax.models.dit import conditioning
+from cofre_jax.models.layers import (
+    DiTBlock,
+    EmbeddingLayer,
+    FinalLayer,
+    TimestepEmbedder,
+    dense,
+    rotary_tables,
+)
+
+
+class FPCell(nn.Module):
+    """F(h; u, cond): the injection-mixing input layer followed by k_fp DiT blocks."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, h_BxLxD, u_BxLxD, cond_BxC, cos_LxK, sin_LxK, *, train: bool):
+        cfg = self.config
+        D = cfg.hidden_size
+        if cfg.injection == "fpdm":
+            hu_BxLx2D = jnp.concatenate([h_BxLxD, u_BxLxD], axis=-1)
+            x_BxLx2D = nn.gelu(dense(cfg, 2 * D, 2 * D, name="fc1")(hu_BxLx2D), approximate=True)
+            x_BxLxD = dense(cfg, D, 2 * D, name="fc2")(x_BxLx2D).astype(jnp.float32)
+        elif cfg.injection == "add":
+            x_BxLxD = h_BxLxD + u_BxLxD
+        else:
+            raise ValueError(f"unknown injection {cfg.injection!r}; valid: fpdm, add")
+        for i in range(cfg.k_fp):
+            x_BxLxD = DiTBlock(cfg, name=f"blocks_{i}")(
+                x_BxLxD, cond_BxC, (cos_LxK, sin_LxK), train=train
+            )
+        return x_BxLxD
+
+
+def make_block_fn(config: ModelConfig, *, train: bool, dropout_key: jax.Array | None = None):
+    """F as the solver sees it: f(params, h, x) with x = (u, cond, cos, sin)."""
+    cell = FPCell(config)
+    rngs = {"dropout": dropout_key} if train and dropout_key is not None else None
+
+    def f(params, h_BxLxD, x):
+        u_BxLxD, cond_BxC, cos_LxK, sin_LxK = x
+        return cell.apply(
+            {"params": params},
+            h_BxLxD,
+            u_BxLxD,
+            cond_BxC,
+            cos_LxK,
+            sin_LxK,
+            train=rngs is not None,
+            rngs=rngs,
+        )
+
+    return f
+
+
+class FPMDLM(nn.Module):
+    config: ModelConfig
+    fixed_point: FixedPointConfig
+
+    @nn.compact
+    def __call__(
+        self,
+        tokens_BxL: jax.Array,
+        sigma_B: jax.Array,
+        *,
+        train: bool,
+        return_hidden: bool = False,
+        return_aux: bool = False,
+        h0_BxLxD: jax.Array | None = None,
+        num_iterations: int | jax.Array | None = None,
+    ):
+        """logits_BxLxV; with `return_hidden` also the pre-logit hidden states; with
+        `return_aux` a dict of h_pre, u, h_star, hidden and the solver stats.
+
+        `h0_BxLxD` warm-starts the solve (default h_pre); `num_iterations` (traced
+        allowed) overrides fixed_point.eval_iterations outside training.
+        """
+        cfg = self.config
+        if sigma_B.ndim != 1:
+            raise ValueError(f"sigma must have shape (B,), got {sigma_B.shape}")
+        solver, gradient = self.fixed_point.specs()
+        h_BxLxD = EmbeddingLayer(cfg, name="vocab_embed")(tokens_BxL)
+        cond_BxC = conditioning(
+            TimestepEmbedder(cfg, name="sigma_map"), sigma_B, cfg.time_conditioning
+        )
+        rotary = rotary_tables(tokens_BxL.shape[1], cfg.head_dim)
+        for i in range(cfg.k_pre):
+            h_BxLxD = DiTBlock(cfg, name=f"pre_blocks_{i}")(h_BxLxD, cond_BxC, rotary, train=train)
+        h_pre_BxLxD = h_BxLxD
+        u_BxLxD = dense(cfg, cfg.hidden_size, cfg.hidden_size, name="injection")(h_pre_BxLxD)
+        u_BxLxD = u_BxLxD.astype(jnp.float32)
+
+        cell = FPCell(cfg, name="fp_cell")
+        if self.is_initializing():
+            cell(h_pre_BxLxD, u_BxLxD, cond_BxC, *rotary, train=False)
+        cell_params = self.variables["params"]["fp_cell"]
+        x = (u_BxLxD, cond_BxC, *rotary)
+        h0_BxLxD = h_pre_BxLxD if h0_BxLxD is None else h0_BxLxD.astype(jnp.float32)
+        if train:
+            use_dropout = cfg.dropout > 0 and gradient.method != "implicit"
+            f = make_block_fn(
+                cfg,
+                train=use_dropout,
+                dropout_key=self.make_rng("dropout") if use_dropout else None,
+            )
+            h_star_BxLxD, stats = fixed_point.fixed_point(
+                f, cell_params, h0_BxLxD, x, solver, gradient, key=self.make_rng("fixed_point")
+            )
+        else:
+            f = make_block_fn(cfg, train=False)
+            h_star_BxLxD, stats = fixed_point.solve(
+                f, cell_params, h0_BxLxD, x, solver, max_iter=num_iterations
+            )
+
+        h_BxLxD = h_star_BxLxD
+        for i in range(cfg.k_post):
+            h_BxLxD = DiTBlock(cfg, name=f"post_blocks_{i}")(h_BxLxD, cond_BxC, rotary, train=train)
+        logits_BxLxV = FinalLayer(cfg, name="output_layer")(h_BxLxD, cond_BxC)
+        if return_aux:
+            aux: dict[str, Any] = {
+                "h_pre": h_pre_BxLxD,
+                "u": u_BxLxD,
+                "h_star": h_star_BxLxD,
+                "hidden": h_BxLxD,
+                "stats": stats,
+            }
+            return logits_BxLxV, aux
+        if return_hidden:
+            return logits_BxLxV, h_BxLxD
+        return logits_BxLxV

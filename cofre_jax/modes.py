@@ -1,0 +1,204 @@
+"""What each --mode does: thin glue between the typed config and the library."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable
+
+import jax
+
+from cofre_jax import diffusion, sampling, sharding
+from cofre_jax.config.typed import Config
+from cofre_jax.models import build_model, count_params, param_groups
+
+
+def _prepare_workdir(workdir: str) -> str:
+    workdir = os.path.abspath(workdir)
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        probe = os.path.join(workdir, f".write_probe_{jax.process_index()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise SystemExit(f"workdir {workdir} cannot be written: {e.strerror}") from e
+    return workdir
+
+
+def _data(config: Config):
+    from cofre_jax import data
+
+    tokenizer = data.make_tokenizer(config.data)
+    return data, tokenizer
+
+
+def _eval_batches(config: Config):
+    data, tokenizer = _data(config)
+    per_process = config.train.batch_size // jax.process_count()
+    return data.make_eval_batches(
+        config.data,
+        tokenizer,
+        batch_size=per_process,
+        num_batches=config.train.eval_batches,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+
+
+def run_train(config: Config, workdir: str, raw_config) -> None:
+    from cofre_jax import train  # imports clu/TensorFlow: kept out of `describe`
+
+    workdir = _prepare_workdir(workdir)
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            json.dump(dataclasses.asdict(config), f, indent=2)
+    if config.train.batch_size % jax.process_count():
+        raise SystemExit(
+            f"train.batch_size={config.train.batch_size} must divide over "
+            f"{jax.process_count()} processes"
+        )
+
+    def make_data():
+        data, tokenizer = _data(config)
+        train_iter = data.make_train_iterator(
+            config.data,
+            tokenizer,
+            batch_size=config.train.batch_size // jax.process_count(),
+            seed=config.data.shuffle_buffer_seed,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
+        return train_iter, _eval_batches(config)
+
+    train.train_and_evaluate(config, workdir, make_data=make_data)
+
+
+def run_eval(config: Config, workdir: str, raw_config) -> None:
+    from cofre_jax import train
+
+    workdir = _prepare_workdir(workdir)
+    trainer, params, step = train.restore_params(config, workdir)
+    metrics = trainer.evaluate(params, _eval_batches(config))
+    report = {"step": step, "split": "validation", "batches": config.train.eval_batches, **metrics}
+    path = os.path.join(workdir, f"eval_step{step}.json")
+    train.write_json(path, report)
+    for name, value in report.items():
+        print(f"{name}: {value}")
+    print(f"report: {path}")
+
+
+def make_denoise_fn(trainer) -> Callable:
+    """(params, z_BxL, t_B) -> SUBS log-probs, the sampler's view of the model."""
+    mask_id = trainer.config.model.mask_id
+
+    def denoise_fn(params, z_BxL, t_B):
+        sigma_B = trainer.schedule.total_noise(t_B)
+        logits_BxLxV = trainer.apply_fn(params, z_BxL, sigma_B, train=False)
+        return diffusion.subs_log_probs(logits_BxLxV, z_BxL, mask_id)
+
+    return denoise_fn
+
+
+def run_sample(config: Config, workdir: str, raw_config) -> None:
+    from cofre_jax import train
+
+    workdir = _prepare_workdir(workdir)
+    trainer, params, step = train.restore_params(config, workdir)
+    _, tokenizer = _data(config)
+    sc = config.sample
+    start = time.perf_counter()
+    out = sampling.ancestral_sample(
+        make_denoise_fn(trainer),
+        params,
+        jax.random.PRNGKey(sc.seed),
+        batch_size=sc.num_samples,
+        seq_len=config.data.seq_len,
+        mask_id=config.model.mask_id,
+        steps=sc.steps,
+        mask_prob_fn=trainer.schedule.mask_prob,
+        top_p=sc.top_p,
+        # The cache is exact only for a denoiser that ignores t (MDLM turns it off too).
+        reuse_logits=sc.reuse_logits and not config.model.time_conditioning,
+        final_eps=sc.final_eps,
+    )
+    tokens = jax.device_get(out.tokens_BxL)
+    seconds = time.perf_counter() - start
+    texts = [tokenizer.decode([int(t) for t in row]) for row in tokens]
+    calls = int(out.network_calls)
+    report = {
+        "step": step,
+        "steps": sc.steps,
+        "network_calls": calls,
+        "block_passes_used": calls * config.model.block_passes(config.fixed_point.eval_iterations),
+        "seconds": seconds,
+        "samples": texts,
+    }
+    path = os.path.join(workdir, f"samples_step{step}.json")
+    train.write_json(path, report)
+    for i, text in enumerate(texts):
+        print(f"--- sample {i} ---\n{text}")
+    print(f"network_calls: {calls}")
+    print(f"block_passes_used: {report['block_passes_used']}")
+    print(f"samples: {path}")
+
+
+def run_describe(config: Config, workdir: str | None, raw_config) -> None:
+    """Builds everything abstractly (no parameters allocated) and prints facts."""
+    model = build_model(config.model, config.fixed_point)
+    tokens_BxL = jax.ShapeDtypeStruct((1, config.data.seq_len), jax.numpy.int32)
+    sigma_B = jax.ShapeDtypeStruct((1,), jax.numpy.float32)
+    variables = jax.eval_shape(
+        lambda: model.init(jax.random.PRNGKey(0), tokens_BxL, sigma_B, train=False)
+    )
+    params = variables["params"]
+    mesh = sharding.make_mesh(config.mesh)
+    lines = [
+        f"model_kind: {config.model.kind}",
+        f"total_params: {count_params(params)}",
+        *(f"params[{name}]: {n}" for name, n in param_groups(params).items()),
+        *_block_pass_lines(config),
+        f"vocab_size: {config.model.vocab_size}",
+        f"seq_len: {config.data.seq_len}",
+        f"global_batch: {config.train.batch_size}",
+        f"devices: {jax.device_count()} ({jax.devices()[0].platform})",
+        f"processes: {jax.process_count()}",
+        *sharding.describe_plan(params, mesh),
+    ]
+    print("\n".join(lines))
+
+
+def _block_pass_lines(config: Config) -> list[str]:
+    m, fp = config.model, config.fixed_point
+    if m.kind == "mdlm":
+        return [f"block_passes_per_step: {m.num_layers}"]
+    n_eval = fp.eval_iterations
+    return [
+        f"block_passes_per_step: {m.k_pre} + {m.k_fp}*N + {m.k_post} for N fixed-point iterations",
+        f"block_passes_per_step_at_eval_N={n_eval}: {m.block_passes(n_eval)}",
+        f"train_mean_fixed_point_iterations: {fp.mean_train_iterations()}",
+        f"train_mean_block_passes: {m.k_pre + fp.mean_train_iterations() * m.k_fp + m.k_post}",
+        f"fixed_point_training_gradient: {fp.gradient}",
+    ]
+
+
+def run_prepare(config: Config, workdir: str | None, raw_config) -> None:
+    data, tokenizer = _data(config)
+    data.prepare_owt(config.data, tokenizer)
+
+
+_MODES = {
+    "train": run_train,
+    "eval": run_eval,
+    "sample": run_sample,
+    "describe": run_describe,
+    "prepare": run_prepare,
+}
+
+
+def run(mode: str, config: Config, workdir: str | None, raw_config=None) -> None:
+    if mode not in _MODES:
+        raise ValueError(f"unknown mode {mode!r}; valid modes: {sorted(_MODES)}")
+    _MODES[mode](config, workdir, raw_config)

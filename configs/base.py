@@ -1,0 +1,192 @@
+"""Base config: every field the library reads, with its meaning and default.
+
+Experiment files (`configs/owt_mdlm.py`, `configs/quickstart.py`, ...) start from
+`get_config()` here and change only what differs. Any field can be overridden on
+the command line: `--config.train.batch_size=64`. The typed, validated view that
+modules receive is built by `cofre_jax.config.typed.from_config_dict`.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    cfg = ml_collections.ConfigDict()
+
+    # ---- model: the denoiser network (DESIGN §2.1, MDLM "small" DiT) ----
+    cfg.model = ml_collections.ConfigDict()
+    # Which denoiser: "mdlm" (a stack of DiT blocks) or "fp_mdlm" (pre blocks, one
+    # weight-tied block iterated to a fixed point, post blocks; DESIGN §2.2).
+    cfg.model.kind = "mdlm"
+    # Output vocabulary incl. the MASK id; -1 derives it from data.tokenizer (+1 for MASK).
+    cfg.model.vocab_size = -1
+    # Width of the residual stream.
+    cfg.model.hidden_size = 768
+    # Number of DiT blocks in the MDLM stack.
+    cfg.model.num_layers = 12
+    # Attention heads; hidden_size / num_heads must be an even head dimension (rotary).
+    cfg.model.num_heads = 12
+    # MLP hidden width as a multiple of hidden_size (tanh-GELU MLP).
+    cfg.model.mlp_ratio = 4
+    # Width of the conditioning vector that drives adaLN modulation.
+    cfg.model.cond_dim = 128
+    # Condition on the noise level; False feeds a constant (the published OWT run).
+    cfg.model.time_conditioning = False
+    # Dropout on attention and MLP outputs during training.
+    cfg.model.dropout = 0.1
+    # Compute dtype of activations: "float32" or "bfloat16".
+    cfg.model.dtype = "bfloat16"
+    # Storage dtype of parameters (and optimiser state): "float32" or "bfloat16".
+    cfg.model.param_dtype = "float32"
+    # fp_mdlm: explicit blocks before the fixed point (P), blocks inside the weight-tied
+    # F, and explicit blocks after it (H). One denoiser call costs k_pre + N k_fp + k_post
+    # block passes for N fixed-point iterations.
+    cfg.model.k_pre = 1
+    cfg.model.k_fp = 1
+    cfg.model.k_post = 1
+    # How F sees the injection u = Linear(h_pre): "fpdm" feeds fc2(gelu(fc1([h, u]))) to
+    # the block (Fixed-Point Diffusion Models); "add" feeds h + u.
+    cfg.model.injection = "fpdm"
+
+    # ---- fixed_point: solver and gradients of the fp_mdlm middle block (DESIGN §2.3) ----
+    cfg.fixed_point = ml_collections.ConfigDict()
+    # Forward solver at eval and sampling: "picard", "anderson" or "broyden".
+    cfg.fixed_point.solver = "picard"
+    # Forward iterations N at eval/sampling (the cap when tol > 0).
+    cfg.fixed_point.eval_iterations = 8
+    # Residual tolerance for early stopping per sequence; 0 runs exactly N iterations.
+    cfg.fixed_point.tol = 0.0
+    # "relative" (||f(h) - h|| / ||f(h)||) or "absolute" residual.
+    cfg.fixed_point.tol_kind = "relative"
+    # Picard damping: h <- (1 - damping) h + damping F(h).
+    cfg.fixed_point.damping = 1.0
+    # Anderson / Broyden history size, Anderson ridge and mixing.
+    cfg.fixed_point.window = 5
+    cfg.fixed_point.ridge = 1e-4
+    cfg.fixed_point.beta = 1.0
+    # Missed tolerance: "best" (lowest-residual iterate), "last", or "raise" (debug).
+    cfg.fixed_point.on_nonconvergence = "best"
+    # Training gradient: "sjfb" (published), "implicit", "phantom", "jfb" or "unrolled".
+    cfg.fixed_point.gradient = "sjfb"
+    # SJFB: N_ng ~ U{nograd_min..nograd_max} stop-gradient iterations, then
+    # N_g ~ U{grad_min..grad_max} differentiated ones, drawn per training step.
+    cfg.fixed_point.nograd_min = 0
+    cfg.fixed_point.nograd_max = 4
+    cfg.fixed_point.grad_min = 3
+    cfg.fixed_point.grad_max = 6
+    # Phantom gradient: damped differentiated steps after the forward solve.
+    cfg.fixed_point.phantom_steps = 5
+    cfg.fixed_point.phantom_damping = 0.5
+    # "unrolled": differentiated iterations (the reference strategy).
+    cfg.fixed_point.unrolled_steps = 8
+    # "implicit": iteration cap and tolerance of the adjoint solve.
+    cfg.fixed_point.adjoint_max_iter = 30
+    cfg.fixed_point.adjoint_tol = 1e-4
+
+    # ---- diffusion: forward process and loss (DESIGN §2.1) ----
+    cfg.diffusion = ml_collections.ConfigDict()
+    # Noise schedule: "loglinear" (MDLM), "linear" or "cosine" in alpha_t.
+    cfg.diffusion.schedule = "loglinear"
+    # P(mask) at t = 1 is 1 - eps; keeps sigma(1) finite.
+    cfg.diffusion.eps = 1e-3
+    # Stratified ("antithetic") training times: one uniform draw inside each of the
+    # batch_size equal strata of [0, 1] (MDLM's _sample_t).
+    cfg.diffusion.antithetic = True
+    # Training times are drawn in [sampling_eps, 1]: t = (1 - sampling_eps) u + sampling_eps.
+    cfg.diffusion.sampling_eps = 1e-3
+
+    # ---- data: where text comes from and how it becomes rows ----
+    cfg.data = ml_collections.ConfigDict()
+    # "embedded" (offline corpus of DESIGN §4), "text_files" (.txt/.jsonl paths, comma
+    # separated or a glob), "hf_folder" (Hugging Face style local dataset folder),
+    # "tfds" (a prepared tfds text dataset) or "owt" (shards written by `--mode=prepare`).
+    cfg.data.source = "owt"
+    # Files, folder or shard directory for text_files / hf_folder / owt; for "embedded"
+    # the corpus name(s): "wiki" (default when empty), "shakespeare", "bible", comma separated.
+    cfg.data.path = ""
+    # tfds dataset name (e.g. "lm1b") and its prepared data dir ("" = tfds default).
+    cfg.data.tfds_name = ""
+    cfg.data.tfds_data_dir = ""
+    # For `--mode=prepare` (OWT): where the raw documents are, read as source
+    # raw_source ("text_files", "hf_folder" or "tfds"; for tfds raw_path is the name).
+    # The tokenized shards are written to data.path.
+    cfg.data.raw_source = "hf_folder"
+    cfg.data.raw_path = ""
+    # Record field holding the text for jsonl, hf_folder and tfds records.
+    cfg.data.text_key = "text"
+    # "gpt2" (BPE via tiktoken from a local file) or "byte" (UTF-8 bytes, for CPU runs).
+    cfg.data.tokenizer = "gpt2"
+    # Optional path to gpt2.tiktoken / r50k_base.tiktoken; "" resolves it as DESIGN §4 says.
+    cfg.data.tokenizer_path = ""
+    # Cache for fetched embedded assets; "" = $COFRE_CACHE or ~/.cache/cofre_jax.
+    cfg.data.cache_dir = ""
+    # Row length: [BOS] + (seq_len - 2) tokens + [EOS].
+    cfg.data.seq_len = 1024
+    # The last val_docs documents are the validation split (100k for OWT).
+    cfg.data.val_docs = 100_000
+    # Seed of the row shuffle (independent of the model seed).
+    cfg.data.shuffle_buffer_seed = 0
+    # grain worker processes per host; 0 reads in the main process.
+    cfg.data.worker_count = 0
+
+    # ---- optim: AdamW (DESIGN §2.1) ----
+    cfg.optim = ml_collections.ConfigDict()
+    # Peak learning rate reached after the warm-up.
+    cfg.optim.lr = 3e-4
+    # Adam betas.
+    cfg.optim.b1 = 0.9
+    cfg.optim.b2 = 0.999
+    # Decoupled weight decay; biases, norms and embeddings are never decayed.
+    cfg.optim.weight_decay = 0.0
+    # Linear warm-up steps from 0 to lr.
+    cfg.optim.warmup_steps = 2500
+    # After warm-up: "constant" (MDLM) or "cosine" decay to 0 at train.num_steps.
+    cfg.optim.lr_schedule = "constant"
+    # Global-norm gradient clipping; 0 disables it.
+    cfg.optim.grad_clip = 1.0
+    # EMA of parameters used for eval and sampling; 0 disables it.
+    cfg.optim.ema_decay = 0.9999
+
+    # ---- train: the loop ----
+    cfg.train = ml_collections.ConfigDict()
+    # Seed of parameter init, dropout and diffusion noise.
+    cfg.train.seed = 0
+    # Global batch size in rows (split over the data and fsdp mesh axes).
+    cfg.train.batch_size = 512
+    # Total optimiser steps.
+    cfg.train.num_steps = 1_000_000
+    # Steps between metric log lines / TensorBoard points.
+    cfg.train.log_every = 100
+    # Steps between validation NELBO evaluations.
+    cfg.train.eval_every = 10_000
+    # Validation batches per evaluation.
+    cfg.train.eval_batches = 16
+    # Steps between checkpoints (plus one at the end and on SIGTERM).
+    cfg.train.checkpoint_every = 5_000
+    # Checkpoints kept on disk (older ones are deleted).
+    cfg.train.keep_checkpoints = 3
+
+    # ---- sample: the ancestral sampler (DESIGN §2.1) ----
+    cfg.sample = ml_collections.ConfigDict()
+    # Seed of the sampler's noise.
+    cfg.sample.seed = 0
+    # Sequences generated by --mode=sample.
+    cfg.sample.num_samples = 8
+    # Denoising steps from t = 1 to t = final_eps.
+    cfg.sample.steps = 1000
+    # Nucleus filter mass; 1.0 samples from the full distribution.
+    cfg.sample.top_p = 1.0
+    # Reuse the previous step's probabilities when no token changed (MDLM's cache).
+    cfg.sample.reuse_logits = True
+    # Last time of the grid linspace(1, final_eps, steps + 1).
+    cfg.sample.final_eps = 1e-5
+
+    # ---- mesh: device mesh axes (sizes multiply to the device count) ----
+    cfg.mesh = ml_collections.ConfigDict()
+    # Pure data parallelism; -1 takes every device the other axes leave.
+    cfg.mesh.data = -1
+    # Fully sharded data parallelism: batch and parameters are split over it.
+    cfg.mesh.fsdp = 1
+    # Tensor parallelism over attention heads and MLP width.
+    cfg.mesh.tensor = 1
+
+    return cfg

@@ -1,0 +1,164 @@
+"""Train step: determinism, 8-device sharding equals 1 device, exact resume after SIGKILL."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+import tiny
+
+from cofre_jax import sharding, train
+from cofre_jax.config.typed import from_config_dict
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _batch(config, seed=0):
+    rng = np.random.default_rng(seed)
+    shape = (config.train.batch_size, config.data.seq_len)
+    return {"tokens": rng.integers(0, config.model.mask_id, size=shape, dtype=np.int32)}
+
+
+def _run_steps(trainer, config, steps=2):
+    state = trainer.init_state()
+    for i in range(steps):
+        state, metrics = trainer.train_step(
+            state, sharding.global_batch(_batch(config, i), trainer.mesh)
+        )
+    return jax.device_get(state), jax.device_get(metrics)
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+    corpus = tiny.write_corpus(tmp_path_factory.mktemp("corpus") / "docs.jsonl")
+    return from_config_dict(tiny.tiny_config(corpus))
+
+
+def test_train_step_is_deterministic(config):
+    one_device = sharding.make_mesh(config.mesh, jax.devices()[:1])
+    a, ma = _run_steps(train.Trainer(config, one_device), config)
+    b, mb = _run_steps(train.Trainer(config, one_device), config)
+    assert int(a.step) == 2 and int(a.nonfinite_steps) == 0
+    assert float(ma["loss"]) == float(mb["loss"])
+    jax.tree_util.tree_map(np.testing.assert_array_equal, a.params, b.params)
+
+
+def test_sharded_step_equals_single_device(config):
+    assert jax.device_count() == 8, "conftest forces 8 CPU devices"
+    one = sharding.make_mesh(config.mesh, jax.devices()[:1])
+    eight = sharding.make_mesh(type(config.mesh)(data=2, fsdp=4, tensor=1))
+    ref, ref_metrics = _run_steps(train.Trainer(config, one), config)
+    trainer8 = train.Trainer(config, eight)
+    got, got_metrics = _run_steps(trainer8, config)
+    np.testing.assert_allclose(got_metrics["loss"], ref_metrics["loss"], rtol=1e-5)
+    jax.tree_util.tree_map(
+        lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-5, atol=2e-6), got.params, ref.params
+    )
+    # FSDP really splits the parameters: some kernel is sharded over "fsdp".
+    specs = jax.tree_util.tree_leaves(
+        jax.tree_util.tree_map(lambda s: "fsdp" in str(s.spec), trainer8.state_shardings.params)
+    )
+    assert any(specs)
+
+
+def test_nonfinite_loss_skips_update_and_stops(config):
+    trainer = train.Trainer(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
+    state = trainer.init_state()
+    params = jax.device_get(state.params)
+    params["output_layer"]["linear"]["bias"] = params["output_layer"]["linear"]["bias"] * np.nan
+    state = state.replace(params=params)
+    state, metrics = trainer.train_step(state, sharding.global_batch(_batch(config), trainer.mesh))
+    assert int(state.nonfinite_steps) == 1
+    assert not np.isfinite(float(metrics["loss"]))
+    # The update was skipped: every finite parameter is exactly what it was.
+    after = jax.device_get(state.params)
+    np.testing.assert_array_equal(
+        after["blocks_0"]["attn_qkv"]["kernel"], params["blocks_0"]["attn_qkv"]["kernel"]
+    )
+    np.testing.assert_array_equal(
+        after["vocab_embed"]["embedding"], params["vocab_embed"]["embedding"]
+    )
+    with pytest.raises(train.NonFiniteLossError, match="non-finite loss"):
+        train._check_finite(state, 1)
+
+
+def _train_cmd(corpus, workdir, num_steps):
+    return [
+        sys.executable,
+        "-m",
+        "cofre_jax.main",
+        "--config=configs/quickstart.py",
+        f"--workdir={workdir}",
+        "--config.model.hidden_size=32",
+        "--config.model.num_layers=2",
+        "--config.model.num_heads=2",
+        "--config.model.cond_dim=16",
+        "--config.model.dropout=0.1",
+        "--config.data.source=text_files",
+        f"--config.data.path={corpus}",
+        "--config.data.seq_len=32",
+        "--config.data.val_docs=40",
+        "--config.train.batch_size=8",
+        f"--config.train.num_steps={num_steps}",
+        "--config.train.log_every=5",
+        "--config.train.eval_every=1000",
+        "--config.train.eval_batches=1",
+        "--config.train.checkpoint_every=5",
+    ]
+
+
+def _final_params(config_dict, workdir):
+    config = from_config_dict(config_dict)
+    _, params, step = train.restore_params(config, str(workdir), use_ema=False)
+    return jax.device_get(params), step
+
+
+def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
+    corpus = tiny.write_corpus(tmp_path / "docs.jsonl")
+    env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+    num_steps = 40
+    straight = tmp_path / "straight"
+    subprocess.run(
+        _train_cmd(corpus, straight, num_steps), env=env, check=True, timeout=600, cwd=ROOT
+    )
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        _train_cmd(corpus, killed, num_steps),
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    ckpt_dir = killed / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        done = [p for p in ckpt_dir.glob("*") if p.name.isdigit()] if ckpt_dir.exists() else []
+        if any(int(p.name) >= 15 for p in done):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished before it could be killed; raise num_steps"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    latest = max(int(p.name) for p in ckpt_dir.glob("*") if p.name.isdigit())
+    assert latest < num_steps
+    rerun = subprocess.run(
+        _train_cmd(corpus, killed, num_steps),
+        env=env,
+        check=True,
+        timeout=600,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert f"resumed from checkpoint at step {latest}" in rerun.stdout
+
+    cfg = tiny.tiny_config(corpus, train__num_steps=num_steps)
+    want, step_a = _final_params(cfg, straight)
+    got, step_b = _final_params(cfg, killed)
+    assert step_a == step_b == num_steps
+    jax.tree_util.tree_map(np.testing.assert_array_equal, got, want)
