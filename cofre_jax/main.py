@@ -66,7 +66,8 @@ def _unknown_override(argv: list[str]) -> str | None:
             if not hasattr(node, "keys") or key not in node:
                 where = ".".join(walked) or "the config"
                 valid = sorted(node.keys()) if hasattr(node, "keys") else []
-                return f"unknown config key '{'.'.join([*walked, key])}'; valid keys of {where}: {valid}"
+                dotted = ".".join([*walked, key])
+                return f"unknown config key '{dotted}'; valid keys of {where}: {valid}"
             node, walked = node[key], [*walked, key]
     return None
 

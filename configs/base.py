@@ -49,7 +49,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     # ---- fixed_point: solver and gradients of the fp_mdlm middle block (DESIGN §2.3) ----
     cfg.fixed_point = ml_collections.ConfigDict()
-    # Forward solver at eval and sampling: "picard", "anderson" or "broyden".
+    # Forward solver at eval and sampling: "picard" or "anderson".
     cfg.fixed_point.solver = "picard"
     # Forward iterations N at eval/sampling (the cap when tol > 0).
     cfg.fixed_point.eval_iterations = 8
@@ -59,7 +59,7 @@ def get_config() -> ml_collections.ConfigDict:
     cfg.fixed_point.tol_kind = "relative"
     # Picard damping: h <- (1 - damping) h + damping F(h).
     cfg.fixed_point.damping = 1.0
-    # Anderson / Broyden history size, Anderson ridge and mixing.
+    # Anderson history size, ridge and mixing.
     cfg.fixed_point.window = 5
     cfg.fixed_point.ridge = 1e-4
     cfg.fixed_point.beta = 1.0

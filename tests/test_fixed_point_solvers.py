@@ -39,16 +39,16 @@ def _solve_jit(f, spec):
 
 
 @pytest.mark.parametrize("name", sorted(PROBLEMS))
-def test_anderson_and_broyden_beat_picard_to_tolerance(name):
+def test_anderson_beats_picard_to_tolerance(name):
     f, params, h0, x = PROBLEMS[name]()
     results = {}
-    for method in ("picard", "anderson", "broyden"):
+    for method in ("picard", "anderson"):
         h, stats = _solve_jit(f, SolverSpec(method=method, **TIGHT))(params, h0, x)
         assert bool(jnp.all(stats.converged_B)), (method, stats)
         assert int(stats.evals) == int(jnp.max(stats.iterations_B))
         results[method] = (h, stats)
     picard_iters = results["picard"][1].iterations_B
-    for method in ("anderson", "broyden"):
+    for method in ("anderson",):
         h, stats = results[method]
         assert np.all(stats.iterations_B < picard_iters), (method, stats, picard_iters)
         for a, b in zip(jax.tree.leaves(h), jax.tree.leaves(results["picard"][0])):
@@ -76,7 +76,7 @@ def _easy_hard():
     return f, params, jnp.zeros((2, 16)), {"rate_B": jnp.array([0.1, 0.95])}
 
 
-@pytest.mark.parametrize("method", ["picard", "anderson", "broyden"])
+@pytest.mark.parametrize("method", ["picard", "anderson"])
 def test_per_example_stopping_easy_and_hard(method):
     f, params, h0, x = _easy_hard()
     spec = SolverSpec(method=method, tol=1e-10, max_iter=1000, window=3)
@@ -155,7 +155,7 @@ def test_divergence_is_flagged_and_best_iterate_returned():
     assert float(jnp.min(h_last)) > 1e11 and not bool(jnp.any(stats_last.converged_B))
 
 
-@pytest.mark.parametrize("method", ["picard", "anderson", "broyden"])
+@pytest.mark.parametrize("method", ["picard", "anderson"])
 def test_overflow_never_yields_silent_nan(method):
     def f(p, h_BxD, x):
         return p * h_BxD * h_BxD + x  # blows up to inf, then inf - inf = NaN

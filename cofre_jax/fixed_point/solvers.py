@@ -204,48 +204,9 @@ def _anderson(spec: SolverSpec):
     return init, step
 
 
-def _broyden(spec: SolverSpec):
-    """Limited-memory 'good' Broyden on g(z) = f(z) - z, inverse Jacobian -I + U^T V."""
-    m = spec.window
-
-    def init(z_BxN):
-        hist_BxMxN = jnp.zeros((z_BxN.shape[0], m, z_BxN.shape[1]), z_BxN.dtype)
-        return hist_BxMxN, hist_BxMxN, z_BxN, jnp.zeros_like(z_BxN)
-
-    def apply_inv(u_BxMxN, v_BxMxN, g_BxN):
-        return -g_BxN + jnp.einsum("bmn,bm->bn", u_BxMxN, jnp.einsum("bmn,bn->bm", v_BxMxN, g_BxN))
-
-    def step(state, z_BxN, fz_BxN, count_B):
-        u_BxMxN, v_BxMxN, z_prev_BxN, g_prev_BxN = state
-        g_BxN = fz_BxN - z_BxN
-        dz_BxN = z_BxN - z_prev_BxN
-        dg_BxN = g_BxN - g_prev_BxN
-        vt_BxN = -dz_BxN + jnp.einsum(
-            "bmn,bm->bn", v_BxMxN, jnp.einsum("bmn,bn->bm", u_BxMxN, dz_BxN)
-        )
-        denom_B = jnp.sum(vt_BxN * dg_BxN, axis=1)
-        # The first step has no secant pair, and a vanishing denominator has no update.
-        tiny = jnp.finfo(z_BxN.dtype).eps * (jnp.sum(jnp.square(dz_BxN), 1) + 1e-30)
-        ok_B = (count_B > 0) & (jnp.abs(denom_B) > tiny)
-        safe_B = jnp.where(ok_B, denom_B, 1.0)
-        u_BxN = (dz_BxN - apply_inv(u_BxMxN, v_BxMxN, dg_BxN)) / safe_B[:, None]
-        # A full memory restarts from -I: overwriting the oldest pair in a circle breaks
-        # the secant conditions the others satisfy and blows up near convergence.
-        restart_B = ((count_B - 1) % m == 0) & (count_B > 1)
-        u_BxMxN = jnp.where(restart_B[:, None, None], 0.0, u_BxMxN)
-        v_BxMxN = jnp.where(restart_B[:, None, None], 0.0, v_BxMxN)
-        slot_BxM = jax.nn.one_hot((count_B - 1) % m, m, dtype=jnp.bool_) & ok_B[:, None]
-        u_BxMxN = jnp.where(slot_BxM[..., None], u_BxN[:, None], u_BxMxN)
-        v_BxMxN = jnp.where(slot_BxM[..., None], vt_BxN[:, None], v_BxMxN)
-        z_next_BxN = z_BxN - apply_inv(u_BxMxN, v_BxMxN, g_BxN)
-        finite_B = jnp.all(jnp.isfinite(z_next_BxN), axis=1)
-        z_next_BxN = jnp.where(finite_B[:, None], z_next_BxN, fz_BxN)
-        return z_next_BxN, (u_BxMxN, v_BxMxN, z_BxN, g_BxN)
-
-    return init, step
-
-
-_METHODS = {"picard": _picard, "anderson": _anderson, "broyden": _broyden}
+# Limited-memory Broyden was benchmarked and dropped: it never needed fewer
+# evaluations than Anderson (benchmarks/results/solvers.md).
+_METHODS = {"picard": _picard, "anderson": _anderson}
 
 
 # ----------------------------------------------------------------------------- driver

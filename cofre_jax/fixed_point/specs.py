@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-SOLVER_METHODS = ("picard", "anderson", "broyden")
+SOLVER_METHODS = ("picard", "anderson")
 TOL_KINDS = ("relative", "absolute")
 NONCONVERGENCE_POLICIES = ("best", "last", "raise")
 GRADIENT_METHODS = ("implicit", "sjfb", "phantom", "jfb", "unrolled")
@@ -33,7 +33,7 @@ class SolverSpec:
     tol: float = 1e-3
     tol_kind: str = "relative"  # ||f(h) - h|| or ||f(h) - h|| / ||f(h)||
     damping: float = 1.0  # Picard: h <- (1 - damping) h + damping f(h)
-    window: int = 5  # Anderson history size / Broyden memory
+    window: int = 5  # Anderson history size
     ridge: float = 1e-4  # Anderson ridge, relative to the mean squared residual
     beta: float = 1.0  # Anderson mixing
     on_nonconvergence: str = "best"  # best: lowest-residual iterate; raise: debug
