@@ -33,9 +33,9 @@ def get_config():
     cfg.optim.ema_decay = 0.99
 
     cfg.train.batch_size = 32
-    cfg.train.num_steps = 600
+    cfg.train.num_steps = 500
     cfg.train.log_every = 50
-    cfg.train.eval_every = 200
+    cfg.train.eval_every = 250
     cfg.train.eval_batches = 8
     cfg.train.checkpoint_every = 100
 
