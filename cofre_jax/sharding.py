@@ -28,7 +28,7 @@ BATCH_AXES = ("data", "fsdp")
 # input, so one attention/MLP block needs a single all-reduce (Megatron layout).
 PARAM_RULES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
     (r"vocab_embed/embedding$", (None, "fsdp")),
-    (r"(attn_qkv|mlp_0|fc1)/kernel$", ("fsdp", "tensor")),
+    (r"(attn_qkv|mlp_0|fc1|injection)/kernel$", ("fsdp", "tensor")),
     (r"(attn_out|mlp_2|fc2)/kernel$", ("tensor", "fsdp")),
     (r"output_layer/linear/kernel$", ("fsdp", "tensor")),
     (r"(mlp_0|fc1)/bias$", ("tensor",)),
