@@ -17,6 +17,7 @@ Letters: B batch, L length, D hidden, C cond dim, K head dim, V vocabulary.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -96,12 +97,15 @@ class FPMDLM(nn.Module):
         return_aux: bool = False,
         h0_BxLxD: jax.Array | None = None,
         num_iterations: int | jax.Array | None = None,
+        h0_fn: Callable[[jax.Array], jax.Array] | None = None,
     ):
         """logits_BxLxV; with `return_hidden` also the pre-logit hidden states; with
         `return_aux` a dict of h_pre, u, h_star, hidden and the solver stats.
 
-        `h0_BxLxD` warm-starts the solve (default h_pre); `num_iterations` (traced
-        allowed) overrides fixed_point.eval_iterations outside training.
+        `h0_BxLxD` warm-starts the solve (default h_pre); `h0_fn(h_pre)`, if given, builds
+        the start from this call's h_pre instead (3SR sampling mixes it with the previous
+        step's h*); `num_iterations` (traced allowed) overrides
+        fixed_point.eval_iterations outside training.
         """
         cfg = self.config
         if sigma_B.ndim != 1:
@@ -124,6 +128,8 @@ class FPMDLM(nn.Module):
         cell_params = self.variables["params"]["fp_cell"]
         x = (u_BxLxD, cond_BxC, *rotary)
         h0_BxLxD = h_pre_BxLxD if h0_BxLxD is None else h0_BxLxD.astype(jnp.float32)
+        if h0_fn is not None:
+            h0_BxLxD = h0_fn(h_pre_BxLxD).astype(jnp.float32)
         if train:
             use_dropout = cfg.dropout > 0 and gradient.method != "implicit"
             f = make_block_fn(
