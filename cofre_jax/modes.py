@@ -9,9 +9,10 @@ import time
 from collections.abc import Callable
 
 import jax
+import numpy as np
 
-from cofre_jax import diffusion, sampling, sharding
-from cofre_jax.config.typed import Config
+from cofre_jax import budget, diffusion, fp_sampling, sampling, sharding
+from cofre_jax.config.typed import Config, ConfigError
 from cofre_jax.models import build_model, count_params, param_groups
 
 
@@ -102,37 +103,97 @@ def make_denoise_fn(trainer) -> Callable:
     return denoise_fn
 
 
+def sample_plan(config: Config) -> budget.BudgetPlan:
+    """The block-pass plan of --mode=sample: sample.budget (0: sample.steps steps at
+    fixed_point.eval_iterations), spread by sample.schedule (cofre_jax.budget)."""
+    sc, n_eval = config.sample, config.fixed_point.eval_iterations
+    cost = budget.StepCost.for_model(config.model)
+    if sc.budget == 0:
+        total, steps, field = sc.steps * cost(n_eval), sc.steps, "sample.steps"
+    else:
+        total, steps, field = sc.budget, sc.budget_steps or None, "sample.budget"
+    try:
+        return budget.plan_budget(
+            total,
+            cost,
+            steps=steps,
+            schedule=sc.schedule,
+            default_iterations=max(n_eval, sc.min_iterations),
+            min_iterations=sc.min_iterations,
+        )
+    except budget.BudgetError as e:
+        raise ConfigError(f"config field '{field}' is invalid: {e}") from None
+
+
 def run_sample(config: Config, workdir: str, raw_config) -> None:
     from cofre_jax import train
 
     workdir = _prepare_workdir(workdir)
+    plan = sample_plan(config)  # a bad budget fails before the checkpoint is read
     trainer, params, step = train.restore_params(config, workdir)
     _, tokenizer = _data(config)
-    sc = config.sample
-    start = time.perf_counter()
-    out = sampling.ancestral_sample(
-        make_denoise_fn(trainer),
-        params,
-        jax.random.PRNGKey(sc.seed),
+    sc, m = config.sample, config.model
+    z_BxL = np.full((sc.num_samples, config.data.seq_len), m.mask_id, np.int32)
+    batch_ways = trainer.mesh.shape["data"] * trainer.mesh.shape["fsdp"]
+    if jax.process_count() == 1 and sc.num_samples % batch_ways == 0:
+        # Samples split over the batch axes like a train batch (else replicated).
+        z_BxL = jax.device_put(z_BxL, sharding.batch_sharding(trainer.mesh))
+    common = dict(
         batch_size=sc.num_samples,
         seq_len=config.data.seq_len,
-        mask_id=config.model.mask_id,
-        steps=sc.steps,
+        mask_id=m.mask_id,
         mask_prob_fn=trainer.schedule.mask_prob,
         top_p=sc.top_p,
-        # The cache is exact only for a denoiser that ignores t (MDLM turns it off too).
-        reuse_logits=sc.reuse_logits and not config.model.time_conditioning,
         final_eps=sc.final_eps,
+        z_init_BxL=z_BxL,
     )
+    key = jax.random.PRNGKey(sc.seed)
+    start = time.perf_counter()
+    if m.kind == "mdlm":
+        out = sampling.ancestral_sample_with_budget(
+            make_denoise_fn(trainer),
+            params,
+            key,
+            plan,
+            # The cache is exact only for a denoiser that ignores t (MDLM turns it off too).
+            reuse_logits=sc.reuse_logits and not m.time_conditioning,
+            **common,
+        )
+        details = {"network_calls": int(out.network_calls)}
+    else:
+        fp_denoise_fn = fp_sampling.make_fp_denoise_fn(
+            trainer.model, trainer.schedule.total_noise, tol=sc.adaptive_tol
+        )
+        out = fp_sampling.fp_sample(
+            fp_denoise_fn,
+            params,
+            key,
+            plan,
+            hidden_size=m.hidden_size,
+            warm_start=sc.warm_start,
+            coefficients=fp_sampling.ReuseCoefficients(
+                sc.reuse_visible, sc.reuse_masked_min, sc.reuse_masked_max, sc.reuse_changed
+            ),
+            **common,
+        )
+        details = {
+            "network_calls": plan.steps,
+            "warm_start": sc.warm_start,
+            "adaptive_tol": sc.adaptive_tol,
+            "planned_iterations_per_step": list(plan.iterations_T),
+            "iterations_per_step": jax.device_get(out.evals_T).tolist(),
+            "block_passes_per_sequence": jax.device_get(out.block_passes_B).tolist(),
+        }
     tokens = jax.device_get(out.tokens_BxL)
     seconds = time.perf_counter() - start
     texts = [tokenizer.decode([int(t) for t in row]) for row in tokens]
-    calls = int(out.network_calls)
     report = {
         "step": step,
-        "steps": sc.steps,
-        "network_calls": calls,
-        "block_passes_used": calls * config.model.block_passes(config.fixed_point.eval_iterations),
+        "budget": plan.budget,
+        "block_passes_used": int(out.block_passes),
+        "steps": plan.steps,
+        "schedule": sc.schedule,
+        **details,
         "seconds": seconds,
         "samples": texts,
     }
@@ -140,8 +201,9 @@ def run_sample(config: Config, workdir: str, raw_config) -> None:
     train.write_json(path, report)
     for i, text in enumerate(texts):
         print(f"--- sample {i} ---\n{text}")
-    print(f"network_calls: {calls}")
-    print(f"block_passes_used: {report['block_passes_used']}")
+    for name in ("budget", "block_passes_used", "steps", "network_calls", "iterations_per_step"):
+        if name in report:
+            print(f"{name}: {report[name]}")
     print(f"samples: {path}")
 
 

@@ -64,6 +64,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from cofre_jax.budget import BudgetPlan
 from cofre_jax.diffusion import NEG_INF
 
 # (params, z_BxL, t_B) -> log_probs_BxLxV, SUBS applied (MASK column NEG_INF).
@@ -88,6 +89,10 @@ class SampleOutput(NamedTuple):
 
 
 Transition = Callable[[Any, jax.Array, jax.Array], Any]
+# (key, z_BxL, log_probs_BxLxV, t, s, *, mask_prob_fn, mask_id) -> z_BxL: which MASK
+# positions a step t -> s reveals, and to what. `ancestral_update` (MDLM) and
+# `confidence_update` (MaskGIT) are the two rules; samplers take either.
+RevealFn = Callable[..., jax.Array]
 
 
 # --------------------------------------------------------------------------- noise
@@ -196,6 +201,44 @@ def ancestral_update(
     # u in [0, 1), so reveal_prob = 1 reveals every mask and 0 none.
     u_BxL = jax.random.uniform(reveal_key, z_BxL.shape, jnp.float32)
     reveal_BxL = (z_BxL == mask_id) & (u_BxL < reveal_prob)
+    return jnp.where(reveal_BxL, x0_BxL, z_BxL)
+
+
+def confidence_update(
+    key: jax.Array,
+    z_BxL: jax.Array,
+    log_probs_BxLxV: jax.Array,
+    t: jax.Array,
+    s: jax.Array,
+    *,
+    mask_prob_fn: MaskProbFn,
+    mask_id: int,
+    temperature: float = 4.5,
+) -> jax.Array:
+    """MaskGIT's confidence decoding step t -> s (the image model's reveal rule).
+
+    Draws x0 at every position, scores each MASK position by log p(x0) plus
+    temperature * t * Gumbel noise (MaskGIT's annealed choice temperature), and keeps
+    the floor(m(s) L) lowest-scoring ones masked (at most the masks there are), so the
+    mask count follows the schedule deterministically; the others are revealed to
+    their x0. s <= 0 reveals every MASK. Visible tokens are copied.
+    """
+    token_key, noise_key = jax.random.split(key)
+    x0_BxL = sample_categorical(token_key, log_probs_BxLxV)
+    score_BxL = jnp.take_along_axis(log_probs_BxLxV, x0_BxL[..., None], axis=-1)[..., 0]
+    gumbel_BxL = -jnp.log(exponential_noise(noise_key, z_BxL.shape))
+    score_BxL = (
+        score_BxL.astype(jnp.float32) + temperature * jnp.asarray(t, jnp.float32) * gumbel_BxL
+    )
+    masked_BxL = z_BxL == mask_id
+    # Visible positions score +inf, so the ascending rank of a MASK is among masks only.
+    score_BxL = jnp.where(masked_BxL, score_BxL, jnp.inf)
+    rank_BxL = jnp.argsort(jnp.argsort(score_BxL, axis=-1, stable=True), axis=-1, stable=True)
+    length = z_BxL.shape[1]
+    s = jnp.asarray(s, jnp.float32)
+    keep = jnp.where(s <= 0.0, 0, jnp.floor(mask_prob_fn(s) * length)).astype(jnp.int32)
+    keep_B = jnp.minimum(keep, jnp.sum(masked_BxL, axis=1))
+    reveal_BxL = masked_BxL & (rank_BxL >= keep_B[:, None])
     return jnp.where(reveal_BxL, x0_BxL, z_BxL)
 
 
@@ -345,3 +388,36 @@ def ancestral_sample(
     state = init_state(denoise_fn, params, z_BxL, key)
     state = run_transitions(transition, state, ancestral_times(steps, final_eps))
     return SampleOutput(tokens_BxL=state.z_BxL, network_calls=state.network_calls)
+
+
+# ------------------------------------------------------------------- with a budget
+
+
+class BudgetSampleOutput(NamedTuple):
+    tokens_BxL: jax.Array  # int32, no MASK left
+    network_calls: jax.Array  # int32 scalar
+    block_passes: jax.Array  # int32 scalar: network_calls * blocks per call (<= budget)
+
+
+def ancestral_sample_with_budget(
+    denoise_fn: DenoiseFn,
+    params: Any,
+    key: jax.Array,
+    plan: BudgetPlan,
+    **kwargs,
+) -> BudgetSampleOutput:
+    """MDLM under the block-pass budget interface shared with the FP sampler.
+
+    `plan` comes from `budget.plan_budget(B, StepCost.for_model(mdlm_config), ...)`: T =
+    plan.steps denoiser calls of plan.cost.base (= num_layers) block passes each, so at
+    most B. Skipped calls (the logits cache) are not spent. kwargs go to
+    `ancestral_sample` (batch_size, seq_len, mask_id, mask_prob_fn, top_p, ...).
+    """
+    if plan.cost.per_iteration != 0:
+        raise ValueError(
+            f"an MDLM plan has no per-iteration cost; got {plan.cost} (use the FP sampler)"
+        )
+    out = ancestral_sample(denoise_fn, params, key, steps=plan.steps, **kwargs)
+    return BudgetSampleOutput(
+        out.tokens_BxL, out.network_calls, out.network_calls * jnp.int32(plan.cost.base)
+    )

@@ -179,6 +179,34 @@ def get_config() -> ml_collections.ConfigDict:
     cfg.sample.reuse_logits = True
     # Last time of the grid linspace(1, final_eps, steps + 1).
     cfg.sample.final_eps = 1e-5
+    # Compute budget in block passes (DESIGN §2.2; a step costs k_pre + N k_fp + k_post,
+    # an MDLM step num_layers). The sampler never spends more; it prints what it spent.
+    # 0 = the budget of `steps` steps at fixed_point.eval_iterations each (spread by
+    # `schedule`; "fixed" runs eval_iterations in every step).
+    cfg.sample.budget = 0
+    # Steps T under a budget; 0 derives T = budget // (cost of one step at
+    # fixed_point.eval_iterations) (MDLM: budget // num_layers). `steps` is then unused.
+    cfg.sample.budget_steps = 0
+    # How the budget's fixed-point iterations are spread over the steps: "fixed",
+    # "decreasing" (most early; won most published settings), "increasing", "cosine"
+    # (half-cosine, decreasing) or "front_loaded" (halves every T/4 steps).
+    cfg.sample.schedule = "decreasing"
+    # Fewest fixed-point iterations any step gets (a step's minimum cost).
+    cfg.sample.min_iterations = 1
+    # Start of each step's fixed-point solve: "cold" (h_pre), "reuse" (the previous
+    # step's h*) or "3sr" (per-token mix of the two, DESIGN §2.5). The first step is cold.
+    cfg.sample.warm_start = "3sr"
+    # 3SR weight gamma of the previous h* for unchanged visible tokens, for still-masked
+    # tokens (masked_min + (masked_max - masked_min) * visible fraction), and for newly
+    # revealed tokens.
+    cfg.sample.reuse_visible = 1.0
+    cfg.sample.reuse_masked_min = 0.75
+    cfg.sample.reuse_masked_max = 0.90
+    cfg.sample.reuse_changed = 0.2
+    # Adaptive stopping: a sequence leaves a step's solve once its residual
+    # (fixed_point.tol_kind) is <= adaptive_tol; unspent iterations go to later steps
+    # and the total stays within the budget. 0 runs every step's planned iterations.
+    cfg.sample.adaptive_tol = 0.0
 
     # ---- mesh: device mesh axes (sizes multiply to the device count) ----
     cfg.mesh = ml_collections.ConfigDict()

@@ -262,16 +262,40 @@ class TrainConfig:
 class SampleConfig:
     seed: int
     num_samples: int
-    steps: int
+    steps: int  # T when budget = 0
     top_p: float  # 1.0 disables the nucleus filter
     reuse_logits: bool  # skip the network when no token changed (MDLM's cache)
     final_eps: float  # last time of the linspace(1, final_eps, steps + 1) grid
+    # Budget in block passes (cofre_jax.budget); 0: the cost of `steps` calls at
+    # fixed_point.eval_iterations.
+    budget: int
+    budget_steps: int  # T under a budget; 0 derives it from the budget
+    schedule: str  # allocation of fixed-point iterations over the steps
+    min_iterations: int  # fewest fixed-point iterations a step gets
+    warm_start: str  # solver start per step: cold, reuse or 3sr (DESIGN §2.5)
+    reuse_visible: float  # 3SR gamma of unchanged visible tokens
+    reuse_masked_min: float  # 3SR gamma of still-masked tokens at visible fraction 0
+    reuse_masked_max: float  # ... and at visible fraction 1
+    reuse_changed: float  # 3SR gamma of newly revealed tokens
+    adaptive_tol: float  # per-sequence residual tolerance of adaptive stopping; 0 = off
 
     def validate(self) -> None:
+        from cofre_jax.budget import ALLOCATION_SCHEDULES
+        from cofre_jax.fp_sampling import WARM_STARTS
+
         _check(self.num_samples >= 1, "sample.num_samples", self.num_samples, ">= 1")
         _check(self.steps >= 1, "sample.steps", self.steps, ">= 1")
         _check(0.0 < self.top_p <= 1.0, "sample.top_p", self.top_p, "(0, 1]")
         _check(0.0 < self.final_eps < 1.0, "sample.final_eps", self.final_eps, "(0, 1)")
+        _check(self.budget >= 0, "sample.budget", self.budget, ">= 0 (0: no budget)")
+        _check(self.budget_steps >= 0, "sample.budget_steps", self.budget_steps, ">= 0 (0: derive)")
+        _check_choice("sample.schedule", self.schedule, ALLOCATION_SCHEDULES)
+        _check(self.min_iterations >= 0, "sample.min_iterations", self.min_iterations, ">= 0")
+        _check_choice("sample.warm_start", self.warm_start, WARM_STARTS)
+        for name in ("reuse_visible", "reuse_masked_min", "reuse_masked_max", "reuse_changed"):
+            value = getattr(self, name)
+            _check(0.0 <= value <= 1.0, f"sample.{name}", value, "[0, 1]")
+        _check(self.adaptive_tol >= 0.0, "sample.adaptive_tol", self.adaptive_tol, ">= 0 (0: off)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,351 @@
+"""The budgeted sampler of fixed-point models: warm starts, 3SR and adaptive stopping.
+
+One jitted program: `run_transitions` (one `lax.fori_loop` over the T denoising steps,
+see `sampling`) carries `FPSampleState` (z, the previous step's input z_prev and
+fixed point h*_prev, the iteration bank, per-step solver stats) from step to step.
+Each step
+1. builds the solver's start h^0 from this step's h_pre (computed inside the model):
+       cold   h^0 = h_pre
+       reuse  h^0 = h*_prev
+       3sr    h^0 = gamma * h*_prev + (1 - gamma) * h_pre, gamma per token (DESIGN §2.5):
+              gamma_i = visible                 z_t^i = z_prev^i != MASK  (unchanged visible)
+                        masked_min + (masked_max - masked_min) v_t
+                                                z_t^i = z_prev^i  = MASK  (still masked)
+                        changed                 otherwise                 (newly revealed)
+              v_t = fraction of visible tokens of the sequence. The published values
+              (1, 0.75, 0.90, 0.2) are `ReuseCoefficients()`.
+   Every mode starts the first step cold (gamma = 0). The mix is written in the convex
+   form, so gamma = 0 gives h_pre and gamma = 1 gives h*_prev bit for bit.
+2. runs the denoiser with an iteration cap N_i + bank (N_i from the budget plan);
+3. reveals tokens with a swappable rule (`sampling.ancestral_update`, MDLM's; or
+   `sampling.confidence_update`, MaskGIT's) from the top-p filtered log-probs.
+
+Budget and adaptive stopping. The plan (`cofre_jax.budget`) fixes N_i with
+sum_i base + N_i per_iteration <= B. The denoiser's solver may stop a sequence early
+when its residual reaches a tolerance (the model's fixed_point.tol; `make_fp_denoise_fn`
+sets it): the step then runs only as many batched F evaluations as its slowest sequence
+needed, evals_i <= cap_i. The unspent cap_i - evals_i goes to a bank that raises the
+cap of every later step, so
+
+    spent = sum_i base + evals_i per_iteration <= sum_i base + N_i per_iteration <= B.
+
+The bank is shared by the batch on purpose: the batch runs together, so what the device
+spends for each sequence slot is the batch's evaluations, and a per-sequence bank could
+make the batch's evaluations exceed B (a sequence that saved early runs long later while
+another runs long now). "Spent" (`block_passes`) is therefore the batch's passes, which
+is also the compute per sample; `block_passes_B` reports each sequence's own count
+(<= block_passes). Iterations left in the bank after the last step are not spent.
+With the tolerance off every step runs exactly N_i and the bank stays 0.
+
+The denoiser is any `FPDenoiseFn(params, z_BxL, t_B, h0_fn, num_iterations) ->
+FPDenoiseOutput` (SUBS log-probs, h*, solver stats), where `h0_fn(h_pre)` returns the
+start (None: cold). `make_fp_denoise_fn` adapts `FPMDLM`; an image model supplies its
+own and reuses everything else.
+
+Letters: B batch, L length, D hidden, V vocabulary (MASK included), T steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from cofre_jax import sampling
+from cofre_jax.budget import BudgetPlan, StepCost
+from cofre_jax.diffusion import NEG_INF, subs_log_probs
+from cofre_jax.fixed_point import SolverStats
+
+WARM_STARTS = ("cold", "reuse", "3sr")
+
+
+class FPDenoiseOutput(NamedTuple):
+    log_probs_BxLxV: jax.Array  # SUBS log-probs (MASK never predicted)
+    h_star_BxLxD: jax.Array  # the solver's returned state (the next step's h*_prev)
+    stats: SolverStats
+
+
+# (params, z_BxL, t_B, h0_fn or None, num_iterations) -> FPDenoiseOutput
+FPDenoiseFn = Callable[..., FPDenoiseOutput]
+
+
+class ReuseCoefficients(NamedTuple):
+    """3SR's gamma per token state (DESIGN §2.5); traced, so sweeps reuse the compile."""
+
+    visible: float = 1.0  # unchanged visible token
+    masked_min: float = 0.75  # still masked, at visible fraction 0
+    masked_max: float = 0.90  # still masked, at visible fraction 1
+    changed: float = 0.2  # newly revealed (or otherwise changed) token
+
+
+PUBLISHED_3SR = ReuseCoefficients()
+
+
+class FPSampleState(NamedTuple):
+    z_BxL: jax.Array  # int32 current sequence
+    z_prev_BxL: jax.Array  # int32 the previous step's denoiser input
+    h_prev_BxLxD: jax.Array  # float32 the previous step's h*
+    step: jax.Array  # int32 index of the next step
+    bank: jax.Array  # int32 planned F iterations left unspent by earlier steps
+    key: jax.Array
+    iterations_TxB: jax.Array  # int32 F iterations each sequence ran per step
+    evals_T: jax.Array  # int32 batched F evaluations per step (max over the batch)
+    residual_TxB: jax.Array  # float32 residual of each step's returned state
+
+
+class FPSampleOutput(NamedTuple):
+    tokens_BxL: jax.Array  # int32, no MASK left
+    block_passes: jax.Array  # int32 scalar: spent by the batch (<= budget)
+    block_passes_B: jax.Array  # int32 each sequence's own passes (<= block_passes)
+    iterations_TxB: jax.Array
+    evals_T: jax.Array
+    residual_TxB: jax.Array
+
+
+# ------------------------------------------------------------------------ 3SR rule
+
+
+def three_state_gamma(
+    z_BxL: jax.Array, z_prev_BxL: jax.Array, coefficients: ReuseCoefficients, mask_id: int
+) -> jax.Array:
+    """gamma_BxL (float32) of DESIGN §2.5 from this step's and the previous step's input."""
+    c = ReuseCoefficients(*(jnp.asarray(x, jnp.float32) for x in coefficients))
+    masked_BxL = z_BxL == mask_id
+    same_BxL = z_BxL == z_prev_BxL
+    visible_frac_B = jnp.mean(~masked_BxL, axis=1, dtype=jnp.float32)
+    gamma_masked_B = c.masked_min + (c.masked_max - c.masked_min) * visible_frac_B
+    return jnp.where(
+        same_BxL & ~masked_BxL,
+        c.visible,
+        jnp.where(same_BxL & masked_BxL, gamma_masked_B[:, None], c.changed),
+    )
+
+
+def warm_start_gamma(
+    warm_start: str,
+    first: jax.Array,
+    z_BxL: jax.Array,
+    z_prev_BxL: jax.Array,
+    coefficients: ReuseCoefficients,
+    mask_id: int,
+) -> jax.Array | None:
+    """Per-token weight of h*_prev in the start (None: cold); 0 everywhere on the first step."""
+    if warm_start == "cold":
+        return None
+    if warm_start == "reuse":
+        gamma_BxL = jnp.ones(z_BxL.shape, jnp.float32)
+    elif warm_start == "3sr":
+        gamma_BxL = three_state_gamma(z_BxL, z_prev_BxL, coefficients, mask_id)
+    else:
+        raise ValueError(f"unknown warm_start {warm_start!r}; valid: {WARM_STARTS}")
+    return jnp.where(first, 0.0, gamma_BxL)
+
+
+def mix_start(gamma_BxL: jax.Array, h_prev_BxLxD: jax.Array, h_pre_BxLxD: jax.Array) -> jax.Array:
+    """gamma h*_prev + (1 - gamma) h_pre; exact at gamma = 0 and 1 (convex form)."""
+    gamma_BxLx1 = gamma_BxL[..., None]
+    h_pre_BxLxD = h_pre_BxLxD.astype(jnp.float32)
+    return gamma_BxLx1 * h_prev_BxLxD + (1.0 - gamma_BxLx1) * h_pre_BxLxD
+
+
+# --------------------------------------------------------------------- the sampler
+
+
+def make_fp_transition(
+    fp_denoise_fn: FPDenoiseFn,
+    params: Any,
+    iterations_T: jax.Array,
+    coefficients: ReuseCoefficients,
+    *,
+    mask_id: int,
+    mask_prob_fn: sampling.MaskProbFn,
+    reveal_fn: sampling.RevealFn,
+    warm_start: str,
+    top_p: float,
+) -> sampling.Transition:
+    """One FP denoising step as a pure `(FPSampleState, t, s) -> FPSampleState`."""
+
+    def transition(state: FPSampleState, t: jax.Array, s: jax.Array) -> FPSampleState:
+        i = state.step
+        cap = iterations_T[i] + state.bank
+        gamma_BxL = warm_start_gamma(
+            warm_start, i == 0, state.z_BxL, state.z_prev_BxL, coefficients, mask_id
+        )
+        h0_fn = None
+        if gamma_BxL is not None:
+            h0_fn = functools.partial(mix_start, gamma_BxL, state.h_prev_BxLxD)
+        t_B = jnp.full((state.z_BxL.shape[0],), t, jnp.float32)
+        out = fp_denoise_fn(params, state.z_BxL, t_B, h0_fn, cap)
+        log_probs_BxLxV = out.log_probs_BxLxV.astype(jnp.float32).at[..., mask_id].set(NEG_INF)
+        log_probs_BxLxV = sampling.top_p_filter(log_probs_BxLxV, top_p)
+        key, step_key = jax.random.split(state.key)
+        z_BxL = reveal_fn(
+            step_key, state.z_BxL, log_probs_BxLxV, t, s, mask_prob_fn=mask_prob_fn, mask_id=mask_id
+        )
+        stats = out.stats
+        evals = stats.evals.astype(jnp.int32)
+        return FPSampleState(
+            z_BxL=z_BxL,
+            z_prev_BxL=state.z_BxL,
+            h_prev_BxLxD=out.h_star_BxLxD.astype(jnp.float32),
+            step=i + 1,
+            bank=cap - evals,
+            key=key,
+            iterations_TxB=state.iterations_TxB.at[i].set(stats.iterations_B.astype(jnp.int32)),
+            evals_T=state.evals_T.at[i].set(evals),
+            residual_TxB=state.residual_TxB.at[i].set(stats.residual_B.astype(jnp.float32)),
+        )
+
+    return transition
+
+
+def fp_sample_fn(
+    fp_denoise_fn: FPDenoiseFn,
+    params: Any,
+    key: jax.Array,
+    iterations_T: jax.Array,
+    z_init_BxL: jax.Array,
+    coefficients: ReuseCoefficients = PUBLISHED_3SR,
+    final_eps: float | jax.Array = 1e-5,
+    *,
+    cost: StepCost,
+    hidden_size: int,
+    mask_id: int,
+    mask_prob_fn: sampling.MaskProbFn,
+    reveal_fn: sampling.RevealFn = sampling.ancestral_update,
+    warm_start: str = "3sr",
+    top_p: float = 1.0,
+) -> FPSampleOutput:
+    """The sampler as a pure function (jit it, with shardings if wanted; `fp_sample` is
+    the plain jitted form). iterations_T (int, length T) is the plan's N_i; z_init_BxL
+    the start (all MASK, or partly visible for infilling; visible tokens are kept)."""
+    if warm_start not in WARM_STARTS:
+        raise ValueError(f"unknown warm_start {warm_start!r}; valid: {WARM_STARTS}")
+    iterations_T = jnp.asarray(iterations_T, jnp.int32)
+    if iterations_T.ndim != 1 or iterations_T.shape[0] < 1:
+        raise ValueError(f"iterations_T must be a non-empty 1-d array, got {iterations_T.shape}")
+    z_BxL = jnp.asarray(z_init_BxL, jnp.int32)
+    (batch, length), steps = z_BxL.shape, iterations_T.shape[0]
+    transition = make_fp_transition(
+        fp_denoise_fn,
+        params,
+        iterations_T,
+        coefficients,
+        mask_id=mask_id,
+        mask_prob_fn=mask_prob_fn,
+        reveal_fn=reveal_fn,
+        warm_start=warm_start,
+        top_p=top_p,
+    )
+    state = FPSampleState(
+        z_BxL=z_BxL,
+        z_prev_BxL=z_BxL,
+        h_prev_BxLxD=jnp.zeros((batch, length, hidden_size), jnp.float32),
+        step=jnp.int32(0),
+        bank=jnp.int32(0),
+        key=key,
+        iterations_TxB=jnp.zeros((steps, batch), jnp.int32),
+        evals_T=jnp.zeros((steps,), jnp.int32),
+        residual_TxB=jnp.zeros((steps, batch), jnp.float32),
+    )
+    state = sampling.run_transitions(transition, state, sampling.ancestral_times(steps, final_eps))
+    base = jnp.int32(steps * cost.base)
+    per_iteration = jnp.int32(cost.per_iteration)
+    return FPSampleOutput(
+        tokens_BxL=state.z_BxL,
+        block_passes=base + per_iteration * jnp.sum(state.evals_T),
+        block_passes_B=base + per_iteration * jnp.sum(state.iterations_TxB, axis=0),
+        iterations_TxB=state.iterations_TxB,
+        evals_T=state.evals_T,
+        residual_TxB=state.residual_TxB,
+    )
+
+
+_STATIC = ("fp_denoise_fn", "cost", "hidden_size", "mask_id", "mask_prob_fn", "reveal_fn",
+           "warm_start", "top_p")  # fmt: skip
+fp_sample_jit = jax.jit(fp_sample_fn, static_argnames=_STATIC)
+
+
+def fp_sample(
+    fp_denoise_fn: FPDenoiseFn,
+    params: Any,
+    key: jax.Array,
+    plan: BudgetPlan,
+    *,
+    batch_size: int,
+    seq_len: int,
+    hidden_size: int,
+    mask_id: int,
+    mask_prob_fn: sampling.MaskProbFn,
+    reveal_fn: sampling.RevealFn = sampling.ancestral_update,
+    warm_start: str = "3sr",
+    coefficients: ReuseCoefficients = PUBLISHED_3SR,
+    top_p: float = 1.0,
+    final_eps: float = 1e-5,
+    z_init_BxL: jax.Array | None = None,
+) -> FPSampleOutput:
+    """Samples batch_size sequences within plan.budget block passes (jitted; functions
+    are static and hashed by identity, so pass the same objects to reuse the compile)."""
+    if batch_size < 1 or seq_len < 1:
+        raise ValueError(f"batch_size and seq_len must be >= 1, got {batch_size}, {seq_len}")
+    if plan.cost.per_iteration == 0:
+        raise ValueError(f"plan {plan.cost} has no fixed-point iterations: use the MDLM sampler")
+    if z_init_BxL is None:
+        z_init_BxL = jnp.full((batch_size, seq_len), mask_id, jnp.int32)
+    elif tuple(z_init_BxL.shape) != (batch_size, seq_len):
+        raise ValueError(
+            f"z_init_BxL has shape {tuple(z_init_BxL.shape)}; expected (batch_size, seq_len) "
+            f"= ({batch_size}, {seq_len})"
+        )
+    return fp_sample_jit(
+        fp_denoise_fn,
+        params,
+        key,
+        jnp.asarray(plan.iterations_T, jnp.int32),
+        z_init_BxL,
+        ReuseCoefficients(*(float(c) for c in coefficients)),
+        final_eps,
+        cost=plan.cost,
+        hidden_size=hidden_size,
+        mask_id=mask_id,
+        mask_prob_fn=mask_prob_fn,
+        reveal_fn=reveal_fn,
+        warm_start=warm_start,
+        top_p=top_p,
+    )
+
+
+# --------------------------------------------------------------- the FPMDLM adapter
+
+
+def make_fp_denoise_fn(
+    model, total_noise: Callable[[jax.Array], jax.Array], *, tol: float | None = None
+) -> FPDenoiseFn:
+    """`FPDenoiseFn` of an `FPMDLM` module: sigma = total_noise(t), SUBS log-probs.
+
+    tol (None keeps the model's fixed_point.tol) is the per-sequence residual tolerance
+    of adaptive stopping; 0 runs every step's cap exactly.
+    """
+    if tol is not None:
+        model = model.clone(fixed_point=dataclasses.replace(model.fixed_point, tol=float(tol)))
+    mask_id = model.config.mask_id
+
+    def fp_denoise_fn(params, z_BxL, t_B, h0_fn, num_iterations) -> FPDenoiseOutput:
+        logits_BxLxV, aux = model.apply(
+            {"params": params},
+            z_BxL,
+            total_noise(t_B),
+            train=False,
+            return_aux=True,
+            h0_fn=h0_fn,
+            num_iterations=num_iterations,
+        )
+        return FPDenoiseOutput(
+            subs_log_probs(logits_BxLxV, z_BxL, mask_id), aux["h_star"], aux["stats"]
+        )
+
+    return fp_denoise_fn
