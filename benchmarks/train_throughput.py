@@ -26,7 +26,8 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from cofre_jax import sharding, train  # noqa: E402
 from cofre_jax.config.typed import from_config_dict  # noqa: E402
-from configs import owt_mdlm, quickstart  # noqa: E402
+from configs import owt_mdlm  # noqa: E402
+from configs import quickstart_mdlm as quickstart  # noqa: E402  (the MDLM baseline)
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 

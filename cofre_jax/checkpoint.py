@@ -57,9 +57,17 @@ def _shapes(tree) -> dict[str, tuple[int, ...]]:
 def _check_compatible(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> None:
     """Compares parameter paths and shapes before restoring (orbax would partly restore)."""
     saved = manager.item_metadata(step)["state"]
-    saved_shapes, wanted_shapes = _shapes(saved), _shapes(abstract_state)
-    if saved_shapes == wanted_shapes:
+    details = _mismatch_details(_shapes(saved), _shapes(abstract_state))
+    if not details:
         return
+    raise CheckpointMismatchError(
+        f"checkpoint step {step} in {manager.directory} does not match the configured "
+        f"model/optimiser ({details}); use a fresh --workdir or the config it was "
+        "trained with"
+    )
+
+
+def _mismatch_details(saved_shapes: dict, wanted_shapes: dict) -> str:
     missing = sorted(set(wanted_shapes) - set(saved_shapes))
     extra = sorted(set(saved_shapes) - set(wanted_shapes))
     changed = sorted(
@@ -76,11 +84,48 @@ def _check_compatible(manager: ocp.CheckpointManager, step: int, abstract_state:
             f"{len(changed)} shape changes, e.g. {k}: saved {saved_shapes[k]} "
             f"vs configured {wanted_shapes[k]}"
         )
-    raise CheckpointMismatchError(
-        f"checkpoint step {step} in {manager.directory} does not match the configured "
-        f"model/optimiser ({'; '.join(details)}); use a fresh --workdir or the config it was "
-        "trained with"
+    return "; ".join(details)
+
+
+def restore_params(workdir: str, abstract_params: Any, *, use_ema: bool = True) -> tuple[Any, int]:
+    """(params, step) of the latest checkpoint in another run's workdir.
+
+    Only the (EMA) parameters are taken, so that run may have used any optimiser
+    settings; they are restored into the shardings of `abstract_params`, whose
+    shapes must match (else CheckpointMismatchError).
+    """
+    directory = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"no checkpoints folder in {workdir!r} to start from")
+    manager = ocp.CheckpointManager(
+        os.path.abspath(directory),
+        options=ocp.CheckpointManagerOptions(create=False, read_only=True),
+        item_handlers={"state": ocp.StandardCheckpointHandler()},
     )
+    step = manager.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"no complete checkpoint in {directory!r} to start from")
+    saved = manager.item_metadata(step)["state"]
+    key = "ema_params" if use_ema else "params"
+    details = _mismatch_details(_shapes(saved[key]), _shapes(abstract_params))
+    if details:
+        raise CheckpointMismatchError(
+            f"{key} of checkpoint step {step} in {directory} do not match the configured "
+            f"model ({details})"
+        )
+    # The rest of the saved state is read onto one device and dropped.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = {
+        name: jax.tree_util.tree_map(
+            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), subtree
+        )
+        for name, subtree in saved.items()
+    }
+    target[key] = abstract_params
+    restored = manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
+    )
+    return restored["state"][key], step
 
 
 def restore(

@@ -162,6 +162,48 @@ def _masked_nll(
     return jnp.where(z_BxL == mask_id, nll_BxL, 0.0)
 
 
+def draw_noisy_tokens(
+    key: jax.Array,
+    tokens_BxL: jax.Array,
+    diffusion_cfg: DiffusionConfig,
+    schedule: Schedule,
+    mask_id: int,
+) -> tuple[jax.Array, jax.Array]:
+    """(t_B, z_BxL): MDLM's training times and the tokens masked at those times."""
+    time_key, mask_key = jax.random.split(key)
+    t_B = sample_times(
+        time_key,
+        tokens_BxL.shape[0],
+        antithetic=diffusion_cfg.antithetic,
+        sampling_eps=diffusion_cfg.sampling_eps,
+    )
+    return t_B, mask_tokens(mask_key, tokens_BxL, t_B, schedule, mask_id)
+
+
+def masked_diffusion_loss(
+    logits_BxLxV: jax.Array,
+    tokens_BxL: jax.Array,
+    z_BxL: jax.Array,
+    t_B: jax.Array,
+    schedule: Schedule,
+    mask_id: int,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The NELBO estimate per token of denoiser logits at (z_t, t) and summable metrics:
+    (nll_sum / token_count, {nll_sum, token_count, masked_fraction})."""
+    batch, length = tokens_BxL.shape
+    loss_BxL = schedule.loss_weight(t_B)[:, None] * _masked_nll(
+        logits_BxLxV, tokens_BxL, z_BxL, mask_id
+    )
+    nll_sum = jnp.sum(loss_BxL)
+    token_count = jnp.asarray(batch * length, jnp.float32)
+    metrics = {
+        "nll_sum": nll_sum,
+        "token_count": token_count,
+        "masked_fraction": jnp.mean((z_BxL == mask_id).astype(jnp.float32)),
+    }
+    return nll_sum / token_count, metrics
+
+
 def diffusion_loss(
     apply_fn: Callable[..., jax.Array],
     params: Any,
@@ -179,27 +221,9 @@ def diffusion_loss(
     Returns (nll_sum / token_count, {nll_sum, token_count, masked_fraction}).
     """
     schedule = make_schedule(diffusion_cfg.schedule, diffusion_cfg.eps)
-    time_key, mask_key = jax.random.split(key)
-    batch, length = tokens_BxL.shape
-    t_B = sample_times(
-        time_key,
-        batch,
-        antithetic=diffusion_cfg.antithetic,
-        sampling_eps=diffusion_cfg.sampling_eps,
-    )
-    z_BxL = mask_tokens(mask_key, tokens_BxL, t_B, schedule, mask_id)
+    t_B, z_BxL = draw_noisy_tokens(key, tokens_BxL, diffusion_cfg, schedule, mask_id)
     logits_BxLxV = apply_fn(params, z_BxL, schedule.total_noise(t_B), train=train, rngs=rngs)
-    loss_BxL = schedule.loss_weight(t_B)[:, None] * _masked_nll(
-        logits_BxLxV, tokens_BxL, z_BxL, mask_id
-    )
-    nll_sum = jnp.sum(loss_BxL)
-    token_count = jnp.asarray(batch * length, jnp.float32)
-    metrics = {
-        "nll_sum": nll_sum,
-        "token_count": token_count,
-        "masked_fraction": jnp.mean((z_BxL == mask_id).astype(jnp.float32)),
-    }
-    return nll_sum / token_count, metrics
+    return masked_diffusion_loss(logits_BxLxV, tokens_BxL, z_BxL, t_B, schedule, mask_id)
 
 
 def nelbo_metrics(nll_sum, token_count) -> dict[str, jax.Array]:

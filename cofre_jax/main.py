@@ -13,7 +13,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-MODES = ("train", "eval", "sample", "describe", "prepare")
+MODES = ("train", "eval", "sample", "describe", "prepare", "convert")
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, samples).")
@@ -98,7 +98,7 @@ def main(argv) -> None:
         config = from_config_dict(_CONFIG.value)
     except ConfigError as e:
         sys.exit(f"config error: {e}")
-    needs_workdir = _MODE.value in ("train", "eval", "sample")
+    needs_workdir = _MODE.value in ("train", "eval", "sample", "convert")
     if needs_workdir and not _WORKDIR.value:
         raise app.UsageError(f"--workdir is required for --mode={_MODE.value}")
     modes.run(_MODE.value, config, _WORKDIR.value, raw_config=_CONFIG.value)

@@ -50,6 +50,12 @@ def _eval_batches(config: Config):
 
 
 def run_train(config: Config, workdir: str, raw_config) -> None:
+    if config.stage.kind == "distill":
+        raise SystemExit("stage.kind 'distill' is run by --mode=convert (it needs a teacher)")
+    _train(config, workdir)
+
+
+def _train(config: Config, workdir: str, **train_kwargs) -> dict:
     from cofre_jax import train  # imports clu/TensorFlow: kept out of `describe`
 
     workdir = _prepare_workdir(workdir)
@@ -74,7 +80,33 @@ def run_train(config: Config, workdir: str, raw_config) -> None:
         )
         return train_iter, _eval_batches(config)
 
-    train.train_and_evaluate(config, workdir, make_data=make_data)
+    return train.train_and_evaluate(config, workdir, make_data=make_data, **train_kwargs)
+
+
+def run_convert(config: Config, workdir: str, raw_config) -> None:
+    """FP-MDLM from a trained MDLM (DESIGN §2.6), then distillation from it."""
+    from cofre_jax import convert
+
+    if not config.convert.teacher:
+        raise SystemExit(
+            "--mode=convert needs the MDLM teacher: --config.convert.teacher=<workdir of an "
+            "MDLM run, or a PyTorch MDLM checkpoint file>"
+        )
+    if config.model.kind != "fp_mdlm":
+        raise SystemExit(f"--mode=convert builds an fp_mdlm model, not {config.model.kind!r}")
+    config = dataclasses.replace(config, stage=dataclasses.replace(config.stage, kind="distill"))
+    config.validate()
+    teacher_params, student_params, report = convert.convert_mdlm(config)
+    print(
+        f"converted {report['teacher']} (step {report['teacher_step']}) with layer map "
+        f"{report['layer_map']}: {report['student_params']} parameters from "
+        f"{report['teacher_params']}"
+    )
+    workdir = _prepare_workdir(workdir)
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "convert.json"), "w") as f:
+            json.dump(report, f, indent=2)
+    _train(config, workdir, teacher_params=teacher_params, init_params=student_params)
 
 
 def run_eval(config: Config, workdir: str, raw_config) -> None:
@@ -257,6 +289,7 @@ _MODES = {
     "sample": run_sample,
     "describe": run_describe,
     "prepare": run_prepare,
+    "convert": run_convert,
 }
 
 

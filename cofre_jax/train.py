@@ -19,9 +19,10 @@ import optax
 from absl import logging
 from clu import metric_writers
 
-from cofre_jax import checkpoint, diffusion, sharding
+from cofre_jax import checkpoint, diffusion, sharding, stages
 from cofre_jax.config.typed import Config, OptimConfig
-from cofre_jax.models import build_model
+from cofre_jax.convert.from_mdlm import teacher_model_config
+from cofre_jax.models import build_model, make_forward
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -72,12 +73,30 @@ def make_optimizer(optim: OptimConfig, num_steps: int) -> optax.GradientTransfor
     return adamw
 
 
+def solver_metrics(stats, prefix: str) -> dict[str, jax.Array]:
+    """Mean/max iterations and residuals of a fixed-point solve, for the logs."""
+    if stats is None:
+        return {}
+    residual_B = stats.residual_B.astype(jnp.float32)
+    return {
+        f"{prefix}iterations": jnp.mean(stats.iterations_B.astype(jnp.float32)),
+        f"{prefix}residual": jnp.mean(residual_B),
+        f"{prefix}residual_max": jnp.max(residual_B),
+    }
+
+
 class Trainer:
-    """Builds the model, optimiser, mesh and jitted steps for one config."""
+    """Builds the model, optimiser, mesh and jitted steps for one config.
+
+    The loss follows config.stage.kind: the MDLM loss ("pretrain"), plus the
+    cross-step consistency term ("consistency") or distillation from a frozen MDLM
+    teacher ("distill", whose parameters are given with `set_teacher`).
+    """
 
     def __init__(self, config: Config, mesh: jax.sharding.Mesh | None = None):
         self.config = config
         self.model = build_model(config.model, config.fixed_point)
+        self.forward = make_forward(self.model)
         self.schedule = diffusion.make_schedule(config.diffusion.schedule, config.diffusion.eps)
         self.tx = make_optimizer(config.optim, config.train.num_steps)
         self.mesh = mesh if mesh is not None else sharding.make_mesh(config.mesh)
@@ -91,9 +110,22 @@ class Trainer:
         batch_sharding = sharding.batch_sharding(self.mesh)
         replicated = sharding.replicated(self.mesh)
         self.init_state = jax.jit(self._init_state, out_shardings=self.state_shardings)
-        self.train_step = jax.jit(
+        self.teacher_params = None
+        teacher_shardings = None
+        if config.stage.kind == "distill":
+            teacher = build_model(teacher_model_config(config))
+            self.teacher_forward = make_forward(teacher)
+            tokens_BxL, sigma_B = self._dummy_inputs()
+            self.abstract_teacher = jax.eval_shape(
+                lambda: teacher.init(jax.random.PRNGKey(0), tokens_BxL, sigma_B, train=False)[
+                    "params"
+                ]
+            )
+            teacher_shardings = sharding.tree_shardings(self.abstract_teacher, self.mesh)
+            self._teacher_shardings = teacher_shardings
+        self._train_step_jit = jax.jit(
             self._train_step,
-            in_shardings=(self.state_shardings, batch_sharding),
+            in_shardings=(self.state_shardings, batch_sharding, teacher_shardings),
             out_shardings=(self.state_shardings, replicated),
             donate_argnums=(0,),
         )
@@ -102,6 +134,17 @@ class Trainer:
             in_shardings=(self.state_shardings.ema_params, batch_sharding, replicated),
             out_shardings=replicated,
         )
+
+    def set_teacher(self, teacher_params) -> None:
+        """Places the frozen distillation teacher's parameters on the mesh."""
+        if self.config.stage.kind != "distill":
+            raise ValueError("a teacher is used only by stage.kind 'distill' (--mode=convert)")
+        self.teacher_params = jax.device_put(teacher_params, self._teacher_shardings)
+
+    def train_step(self, state: TrainState, batch) -> tuple[TrainState, dict]:
+        if self.config.stage.kind == "distill" and self.teacher_params is None:
+            raise ValueError("distillation needs the teacher's parameters: call set_teacher")
+        return self._train_step_jit(state, batch, self.teacher_params)
 
     # ---- pure functions that get jitted ----
 
@@ -124,23 +167,45 @@ class Trainer:
     def apply_fn(self, params, z_BxL, sigma_B, *, train: bool, rngs=None):
         return self.model.apply({"params": params}, z_BxL, sigma_B, train=train, rngs=rngs)
 
-    def _train_step(self, state: TrainState, batch):
+    def _loss(self, params, tokens_BxL, key, step, rngs, teacher_params):
+        """(loss, metrics) of the configured stage; metrics keep the solver stats."""
+        cfg = self.config
+        mask_id = cfg.model.mask_id
+        if cfg.stage.kind == "pretrain":
+            t_B, z_BxL = diffusion.draw_noisy_tokens(
+                key, tokens_BxL, cfg.diffusion, self.schedule, mask_id
+            )
+            out = self.forward(params, z_BxL, self.schedule.total_noise(t_B), train=True, rngs=rngs)
+            loss, metrics = diffusion.masked_diffusion_loss(
+                out.logits_BxLxV, tokens_BxL, z_BxL, t_B, self.schedule, mask_id
+            )
+            return loss, {**metrics, "student_stats": out.stats, "teacher_stats": None}
+        if cfg.stage.kind == "consistency":
+            teacher_forward, teacher_params = self.forward, params
+        else:
+            teacher_forward = self.teacher_forward
+        return stages.stage_loss(
+            self.forward,
+            params,
+            tokens_BxL,
+            key,
+            step,
+            stage=cfg.stage,
+            diffusion_cfg=cfg.diffusion,
+            mask_id=mask_id,
+            teacher_forward=teacher_forward,
+            teacher_params=teacher_params,
+            rngs=rngs,
+        )
+
+    def _train_step(self, state: TrainState, batch, teacher_params):
         loss_key, dropout_key, solver_key = jax.random.split(
             jax.random.fold_in(state.rng, state.step), 3
         )
-
-        def loss_fn(params):
-            return diffusion.diffusion_loss(
-                self.apply_fn,
-                params,
-                batch["tokens"],
-                loss_key,
-                self.config.diffusion,
-                self.config.model.mask_id,
-                train=True,
-                rngs={"dropout": dropout_key, "fixed_point": solver_key},
-            )
-
+        rngs = {"dropout": dropout_key, "fixed_point": solver_key}
+        loss_fn = lambda p: self._loss(
+            p, batch["tokens"], loss_key, state.step, rngs, teacher_params
+        )
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         grad_norm = optax.global_norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -167,11 +232,14 @@ class Trainer:
         metrics = {
             "loss": loss,
             "grad_norm": grad_norm,
-            "masked_fraction": aux["masked_fraction"],
             "learning_rate": learning_rate_schedule(self.config.optim, self.config.train.num_steps)(
                 state.step
             ),
+            **solver_metrics(aux.pop("student_stats"), "fp_"),
+            **solver_metrics(aux.pop("teacher_stats"), "teacher_fp_"),
         }
+        aux.pop("nll_sum"), aux.pop("token_count")
+        metrics.update(aux)
         return new_state, metrics
 
     def _eval_step(self, params, batch, key):
@@ -241,26 +309,81 @@ def _check_finite(state: TrainState, step: int) -> None:
         )
 
 
+EARLY_STOP_FILE = "early_stop.json"
+STAGE_START_FILE = "stage_start.json"
+
+
+def _start_state(trainer: Trainer, config: Config, workdir: str, log) -> TrainState:
+    """A fresh state, with the parameters of stage.init_from's latest checkpoint if set."""
+    state = trainer.init_state()
+    source = config.stage.init_from
+    if not source:
+        log(f"starting from scratch in {workdir}")
+        return state
+    params, step = checkpoint.restore_params(
+        source, trainer.abstract_state.params, use_ema=config.stage.init_from_ema
+    )
+    which = "EMA parameters" if config.stage.init_from_ema else "parameters"
+    log(f"starting stage '{config.stage.kind}' from the {which} of {source} at step {step}")
+    # AdamW's fresh moments do not depend on parameter values, so only params change.
+    return _with_params(state, params)
+
+
+def _with_params(state: TrainState, params) -> TrainState:
+    # Separate buffers: the train step donates its state, and one buffer donated twice
+    # (as params and as EMA) would be freed under the other.
+    return state.replace(params=params, ema_params=jax.tree_util.tree_map(jnp.copy, params))
+
+
+def _log_line(step: int, num_steps: int, scalars: dict[str, float], eta_s: float) -> str:
+    parts = [f"step {step}/{num_steps}", f"loss {scalars['loss']:.4f}"]
+    for name in ("divergence", "lambda", "fp_iterations", "fp_residual"):
+        if name in scalars:
+            parts.append(f"{name} {scalars[name]:.4g}")
+    parts.append(f"grad_norm {scalars['grad_norm']:.3f}")
+    parts.append(f"{scalars['steps_per_sec']:.2f} steps/s ETA {eta_s / 60:.1f} min")
+    return " ".join(parts)
+
+
 def train_and_evaluate(
     config: Config,
     workdir: str,
     *,
     make_data: Callable[[], tuple[Any, list[dict]]],
     log: Callable[[str], None] = print,
+    teacher_params: Any = None,
+    init_params: Any = None,
 ) -> dict[str, float]:
     """Trains to config.train.num_steps, resuming from the latest checkpoint in workdir.
 
-    `make_data()` returns (train iterator of per-process batches, eval batches).
-    Returns the final validation metrics.
+    `make_data()` returns (train iterator of per-process batches, eval batches);
+    `teacher_params` are the frozen MDLM's for stage.kind 'distill'; `init_params`
+    (e.g. a converted MDLM) start a run whose workdir has no checkpoint yet.
+    With stage.early_stop_ratio > 0, validation perplexity is measured before the first
+    step and at every checkpoint; the first checkpoint above ratio x the starting value
+    is not written, the run stops, and the last good checkpoint stays the latest.
+    Returns the final validation metrics (of that last good checkpoint after a stop).
     """
     tc = config.train
+    early_stop_path = os.path.join(workdir, EARLY_STOP_FILE)
+    if os.path.exists(early_stop_path):
+        with open(early_stop_path) as f:
+            record = json.load(f)
+        log(f"this stage stopped early before (see {early_stop_path}); not training further")
+        return record["last_good_metrics"]
     trainer = Trainer(config)
+    if teacher_params is not None:
+        trainer.set_teacher(teacher_params)
     train_iter, eval_batches = make_data()
     manager = checkpoint.make_manager(workdir, keep=tc.keep_checkpoints)
     restored = checkpoint.restore(manager, trainer.abstract_state, train_iter)
-    if restored is None:
+    if restored is None and init_params is not None:
         state = trainer.init_state()
-        log(f"starting from scratch in {workdir}")
+        state = _with_params(state, jax.device_put(init_params, trainer.state_shardings.params))
+        val = trainer.evaluate(state.ema_params, eval_batches)
+        log(f"given initial parameters, before training: {_format(val)}")
+    elif restored is None:
+        state = _start_state(trainer, config, workdir, log)
     else:
         state, step = restored
         log(f"resumed from checkpoint at step {step} in {workdir}")
@@ -268,9 +391,17 @@ def train_and_evaluate(
         os.path.join(workdir, "tensorboard"), just_logging=jax.process_index() > 0
     )
     step = int(state.step)
+    # The early-stop rule guards the consistency stage against over-sharpening.
+    ratio = config.stage.early_stop_ratio if config.stage.kind == "consistency" else 0.0
+    start_ppl, last_good = 0.0, None
+    if ratio:
+        start_ppl, start_val = _stage_start(trainer, state, eval_batches, workdir, log)
+        if start_val is not None:  # a fresh stage: its start is the first good checkpoint
+            checkpoint.save(manager, step, state, train_iter)
+            last_good = (step, start_val)
+    stopped_early = False
     tokens_per_step = tc.batch_size * config.data.seq_len
     window_start, window_step = time.perf_counter(), step
-    last_metrics = None
     with _StopFlag() as stop:
         while step < tc.num_steps and not stop.requested:
             batch = sharding.global_batch(next(train_iter), trainer.mesh)
@@ -285,32 +416,97 @@ def train_and_evaluate(
                 scalars["tokens_per_sec"] = steps_per_sec * tokens_per_step
                 writer.write_scalars(step, scalars)
                 eta = (tc.num_steps - step) / max(steps_per_sec, 1e-9)
-                log(
-                    f"step {step}/{tc.num_steps} loss {scalars['loss']:.4f} "
-                    f"grad_norm {scalars['grad_norm']:.3f} {steps_per_sec:.2f} steps/s "
-                    f"ETA {eta / 60:.1f} min"
-                )
+                log(_log_line(step, tc.num_steps, scalars, eta))
                 window_start, window_step = time.perf_counter(), step
-            if step % tc.eval_every == 0 and step != tc.num_steps:
+            at_checkpoint = step % tc.checkpoint_every == 0
+            val = None
+            if (step % tc.eval_every == 0 or (ratio and at_checkpoint)) and step != tc.num_steps:
                 val = trainer.evaluate(state.ema_params, eval_batches)
                 writer.write_scalars(step, {f"val_{k}": v for k, v in val.items()})
                 log(f"step {step} validation {_format(val)}")
-            if step % tc.checkpoint_every == 0:
+            if at_checkpoint or step == tc.num_steps:
                 _check_finite(state, step)
+                if ratio:
+                    val = val or trainer.evaluate(state.ema_params, eval_batches)
+                    if val["perplexity"] > ratio * start_ppl:
+                        stopped_early = True
+                        if last_good is None:  # resumed since the last good checkpoint
+                            last_good = _evaluate_latest(trainer, manager, eval_batches)
+                        _record_early_stop(
+                            early_stop_path, step, val, start_ppl, ratio, last_good, log
+                        )
+                        break
+                    last_good = (step, val)
                 checkpoint.save(manager, step, state, train_iter)
     _check_finite(state, step)
-    if manager.latest_step() != step:
+    if not stopped_early and manager.latest_step() != step:
         checkpoint.save(manager, step, state, train_iter)
     manager.wait_until_finished()
     if stop.requested:
         log(f"stopped by signal at step {step}; checkpoint saved")
         return {}
-    val = trainer.evaluate(state.ema_params, eval_batches)
+    if stopped_early:
+        writer.flush()
+        good_step, val = last_good
+        write_json(
+            os.path.join(workdir, "final_metrics.json"),
+            {"step": good_step, "early_stopped": True, **val},
+        )
+        return val
+    if last_good is not None and last_good[0] == step:
+        val = last_good[1]
+    else:
+        val = trainer.evaluate(state.ema_params, eval_batches)
     writer.write_scalars(step, {f"val_{k}": v for k, v in val.items()})
     writer.flush()
     log(f"final validation (EMA params, step {step}): {_format(val)}")
     write_json(os.path.join(workdir, "final_metrics.json"), {"step": step, **val})
     return val
+
+
+def _stage_start(trainer, state, eval_batches, workdir: str, log):
+    """(perplexity, metrics) before the stage's first step; metrics is None when the
+    value comes from an earlier run of this stage (kept in STAGE_START_FILE)."""
+    path = os.path.join(workdir, STAGE_START_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            return float(json.load(f)["perplexity"]), None
+    if int(state.step) != 0:
+        raise FileNotFoundError(
+            f"{path} is missing but the run is at step {int(state.step)}: the early-stop "
+            "rule needs the perplexity measured before the stage's first step"
+        )
+    val = trainer.evaluate(state.ema_params, eval_batches)
+    log(f"stage start validation {_format(val)}")
+    os.makedirs(workdir, exist_ok=True)
+    write_json(path, {"step": 0, **val})
+    return val["perplexity"], val
+
+
+def _evaluate_latest(trainer, manager, eval_batches) -> tuple[int, dict]:
+    manager.wait_until_finished()
+    state, step = checkpoint.restore(manager, trainer.abstract_state)
+    return step, trainer.evaluate(state.ema_params, eval_batches)
+
+
+def _record_early_stop(path, step, val, start_ppl, ratio, last_good, log) -> None:
+    good_step, good_val = last_good
+    log(
+        f"early stop at step {step}: validation perplexity {val['perplexity']:.4f} is more "
+        f"than {ratio:g} x the stage's starting {start_ppl:.4f}; step {step} is not "
+        f"checkpointed and the last good checkpoint (step {good_step}) stays the latest"
+    )
+    write_json(
+        path,
+        {
+            "step": step,
+            "perplexity": val["perplexity"],
+            "start_perplexity": start_ppl,
+            "ratio": ratio,
+            "last_good_step": good_step,
+            "last_good_metrics": good_val,
+        },
+    )
 
 
 def _format(metrics: dict[str, float]) -> str:

@@ -208,6 +208,48 @@ def get_config() -> ml_collections.ConfigDict:
     # and the total stays within the budget. 0 runs every step's planned iterations.
     cfg.sample.adaptive_tol = 0.0
 
+    # ---- stage: what the training loss is and where a stage starts (DESIGN §2.4, §2.6) ----
+    cfg.stage = ml_collections.ConfigDict()
+    # "pretrain": the MDLM loss only. "consistency": the CoFRe post-training stage,
+    # MDLM loss + lambda * divergence between the model's hidden states at the student
+    # time and its own stop-gradient states at an earlier (less masked) teacher time.
+    # "distill": set by --mode=convert; the teacher is a frozen MDLM (convert section).
+    cfg.stage.kind = "pretrain"
+    # Workdir of a trained run whose latest checkpoint's parameters start this stage
+    # (fresh optimiser, step 0). Used only while this workdir has no checkpoint of its own.
+    cfg.stage.init_from = ""
+    # Start from init_from's EMA parameters (the ones its evaluation reported).
+    cfg.stage.init_from_ema = True
+    # Weight of the consistency / distillation term after warm-up.
+    cfg.stage.lambda_max = 0.1
+    # Steps over which lambda rises linearly from 0 to lambda_max.
+    cfg.stage.lambda_warmup_steps = 5000
+    # Teacher time t_c = t_s - gap with gap ~ U[gap_min, gap_max]; masks are nested.
+    cfg.stage.gap_min = 0.05
+    cfg.stage.gap_max = 0.30
+    # consistency: "mse" on final pre-logit hidden states (published), "kl" between
+    # temperature-scaled predictions, or "cosine" distance of hidden states.
+    cfg.stage.divergence = "mse"
+    # Temperature tau of the KL terms (scaled by tau^2); distillation always uses KL.
+    cfg.stage.temperature = 1.5
+    # Stop at the first checkpoint whose validation perplexity exceeds this multiple of
+    # the stage's starting value, keeping the last good checkpoint; 0 disables the rule.
+    # Applies to the consistency stage only.
+    cfg.stage.early_stop_ratio = 1.15
+
+    # ---- convert: build an FP-MDLM from a trained MDLM (--mode=convert, DESIGN §2.6) ----
+    cfg.convert = ml_collections.ConfigDict()
+    # The MDLM teacher: a workdir of ours, or a PyTorch MDLM checkpoint file
+    # (.ckpt / .pt / .pth / .bin / .safetensors, read without PyTorch).
+    cfg.convert.teacher = ""
+    # Blocks of the teacher DiT (its other dimensions are the model section's).
+    cfg.convert.teacher_num_layers = 12
+    # 1-based teacher blocks copied into the pre, fixed-point and post blocks, in order;
+    # its length is model.k_pre + model.k_fp + model.k_post.
+    cfg.convert.layer_map = (1, 6, 12)
+    # Near-identity injection: F's input starts as h + injection_scale * h_pre.
+    cfg.convert.injection_scale = 0.1
+
     # ---- mesh: device mesh axes (sizes multiply to the device count) ----
     cfg.mesh = ml_collections.ConfigDict()
     # Pure data parallelism; -1 takes every device the other axes leave.

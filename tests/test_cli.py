@@ -30,7 +30,7 @@ TINY_FLAGS = [
 def _main(*args, check=True):
     env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
     if not any(a.startswith("--config=") for a in args):
-        args = ("--config=configs/quickstart.py", *args)
+        args = ("--config=configs/quickstart_mdlm.py", *args)
     out = subprocess.run(
         [sys.executable, "-m", "cofre_jax.main", *args],
         capture_output=True,
@@ -109,3 +109,69 @@ def test_describe_full_owt_configs():
     assert int(facts["fp"]["total_params"]) == 104_659_794
     assert facts["mdlm"]["block_passes_per_step"] == "12"
     assert facts["fp"]["block_passes_per_step"].startswith("1 + 1*N + 1")
+
+
+def _without_workdir(flags):
+    return [f for f in flags if not f.startswith("--workdir=")]
+
+
+@pytest.fixture(scope="module")
+def converted(trained):
+    """--mode=convert on the trained 2-block MDLM: FP-MDLM from blocks 1, 2, 2."""
+    mdlm_workdir, flags, _ = trained
+    workdir = mdlm_workdir.parent / "converted"
+    out = _main(
+        "--config=configs/quickstart.py",
+        "--mode=convert",
+        *_without_workdir(flags),
+        f"--workdir={workdir}",
+        f"--config.convert.teacher={mdlm_workdir}",
+        "--config.convert.teacher_num_layers=2",
+        "--config.convert.layer_map=1,2,2",
+        "--config.train.num_steps=2",
+        "--config.train.log_every=1",
+    )
+    return workdir, out.stdout
+
+
+def test_convert_runs_distillation_from_the_mdlm_run(converted):
+    workdir, stdout = converted
+    assert "converted" in stdout and "with layer map [1, 2, 2]" in stdout
+    assert "given initial parameters, before training" in stdout
+    assert "divergence" in stdout and "fp_iterations" in stdout
+    report = json.loads((workdir / "convert.json").read_text())
+    assert report["layer_map"] == [1, 2, 2] and report["teacher_step"] == 4
+    assert json.loads((workdir / "config.json").read_text())["stage"]["kind"] == "distill"
+    assert json.loads((workdir / "final_metrics.json").read_text())["step"] == 2
+
+
+def test_consistency_stage_from_converted_run_then_sample(converted):
+    fp_workdir, _ = converted
+    corpus = fp_workdir.parent / "docs.jsonl"
+    workdir = fp_workdir.parent / "cofre"
+    stage_flags = [
+        "--config=configs/quickstart_cofre.py",
+        *TINY_FLAGS,
+        f"--config.data.path={corpus}",
+        f"--workdir={workdir}",
+        f"--config.stage.init_from={fp_workdir}",
+        "--config.train.num_steps=2",
+        "--config.train.log_every=1",
+        "--config.train.checkpoint_every=2",
+    ]
+    stdout = _main(*stage_flags).stdout
+    assert f"starting stage 'consistency' from the EMA parameters of {fp_workdir}" in stdout
+    assert "stage start validation" in stdout
+    assert "lambda" in stdout and "divergence" in stdout
+    assert json.loads((workdir / "final_metrics.json").read_text())["step"] == 2
+    assert (workdir / "stage_start.json").exists()
+    out = _main(*stage_flags, "--mode=sample")
+    assert "--- sample 1 ---" in out.stdout
+
+
+def test_convert_without_teacher_is_clear_error(tmp_path):
+    out = _main(
+        "--mode=convert", "--config=configs/quickstart.py", f"--workdir={tmp_path}", check=False
+    )
+    assert out.returncode != 0
+    assert "--mode=convert needs the MDLM teacher" in out.stderr

@@ -8,7 +8,7 @@ import pytest
 from cofre_jax import diffusion
 from cofre_jax.config.typed import from_config_dict
 from cofre_jax.models import build_model, param_groups
-from configs import quickstart
+from configs import quickstart_mdlm as quickstart
 
 
 def _config(**fixed_point):

@@ -91,7 +91,7 @@ def _train_cmd(corpus, workdir, num_steps):
         sys.executable,
         "-m",
         "cofre_jax.main",
-        "--config=configs/quickstart.py",
+        "--config=configs/quickstart_mdlm.py",
         f"--workdir={workdir}",
         "--config.model.hidden_size=32",
         "--config.model.num_layers=2",

@@ -3,7 +3,7 @@
 import json
 import random
 
-from configs import quickstart
+from configs import quickstart_mdlm
 
 WORDS = (
     "the of and to in is was for on that with as by at from his her an it were are "
@@ -24,7 +24,7 @@ def write_corpus(path, num_docs: int = 400, seed: int = 0) -> str:
 
 def tiny_config(corpus_path: str, **overrides):
     """Quickstart shrunk to seconds: byte tokenizer, 2 layers of width 32."""
-    cfg = quickstart.get_config()
+    cfg = quickstart_mdlm.get_config()
     cfg.model.hidden_size = 32
     cfg.model.num_layers = 2
     cfg.model.num_heads = 2

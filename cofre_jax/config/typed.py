@@ -20,6 +20,8 @@ TOKENIZERS = ("gpt2", "byte")
 DATA_SOURCES = ("embedded", "text_files", "hf_folder", "tfds", "owt")
 RAW_SOURCES = ("text_files", "hf_folder", "tfds")
 LR_SCHEDULES = ("constant", "cosine")
+STAGE_KINDS = ("pretrain", "consistency", "distill")
+DIVERGENCES = ("mse", "kl", "cosine")
 # Token ids a tokenizer can emit (BOS and EOS share one id, as in GPT-2). The model
 # appends one MASK id, so model.vocab_size = this + 1.
 TOKENIZER_VOCAB_SIZES = {"gpt2": 50257, "byte": 257}
@@ -299,6 +301,86 @@ class SampleConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class StageConfig:
+    """The training loss and the starting point of a post-training stage."""
+
+    kind: str
+    init_from: str  # workdir whose latest checkpoint starts the stage ("" = none)
+    init_from_ema: bool
+    lambda_max: float
+    lambda_warmup_steps: int
+    gap_min: float  # teacher time t_c = t_s - gap, gap ~ U[gap_min, gap_max]
+    gap_max: float
+    divergence: str  # consistency only; distillation always uses tempered KL
+    temperature: float
+    early_stop_ratio: float  # 0 disables the early-stop rule
+
+    def validate(self) -> None:
+        _check_choice("stage.kind", self.kind, STAGE_KINDS)
+        _check(self.lambda_max >= 0.0, "stage.lambda_max", self.lambda_max, ">= 0")
+        _check(
+            self.lambda_warmup_steps >= 0,
+            "stage.lambda_warmup_steps",
+            self.lambda_warmup_steps,
+            ">= 0",
+        )
+        _check(0.0 <= self.gap_min < 1.0, "stage.gap_min", self.gap_min, "[0, 1)")
+        _check(
+            self.gap_min <= self.gap_max < 1.0,
+            "stage.gap_max",
+            self.gap_max,
+            f"[stage.gap_min={self.gap_min}, 1)",
+        )
+        _check_choice("stage.divergence", self.divergence, DIVERGENCES)
+        _check(self.temperature > 0.0, "stage.temperature", self.temperature, "> 0")
+        _check(
+            self.early_stop_ratio == 0.0 or self.early_stop_ratio > 1.0,
+            "stage.early_stop_ratio",
+            self.early_stop_ratio,
+            "0 (off) or > 1",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvertConfig:
+    """--mode=convert: which MDLM becomes the FP-MDLM, and how (DESIGN §2.6)."""
+
+    teacher: str  # our workdir or a PyTorch MDLM checkpoint file
+    teacher_num_layers: int
+    layer_map: tuple[int, ...]  # 1-based teacher blocks for pre, fp and post blocks
+    injection_scale: float
+
+    def __post_init__(self):
+        # Accept "1,6,12" from a command-line override as well as a tuple or list.
+        layer_map = self.layer_map
+        if isinstance(layer_map, str):
+            layer_map = [part for part in layer_map.strip("()[] ").split(",") if part.strip()]
+        try:
+            object.__setattr__(self, "layer_map", tuple(int(i) for i in layer_map))
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"config field 'convert.layer_map' = {self.layer_map!r} is invalid: allowed "
+                "a sequence of 1-based teacher block numbers, e.g. (1, 6, 12)"
+            ) from None
+
+    def validate(self) -> None:
+        n = self.teacher_num_layers
+        _check(n >= 1, "convert.teacher_num_layers", n, ">= 1")
+        _check(
+            len(self.layer_map) >= 1 and all(1 <= int(i) <= n for i in self.layer_map),
+            "convert.layer_map",
+            self.layer_map,
+            f"1-based teacher block numbers in [1, {n}]",
+        )
+        _check(
+            0.0 <= self.injection_scale <= 1.0,
+            "convert.injection_scale",
+            self.injection_scale,
+            "[0, 1]",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class MeshConfig:
     data: int  # -1: all devices not used by the other axes
     fsdp: int
@@ -339,6 +421,8 @@ class Config:
     optim: OptimConfig
     train: TrainConfig
     sample: SampleConfig
+    stage: StageConfig
+    convert: ConvertConfig
     mesh: MeshConfig
 
     def validate(self) -> None:
@@ -351,6 +435,16 @@ class Config:
             self.model.vocab_size,
             f"-1 or {expected_vocab} (tokenizer {self.data.tokenizer!r} plus MASK)",
         )
+        if self.stage.kind == "distill":
+            m = self.model
+            _check(m.kind == "fp_mdlm", "model.kind", m.kind, "'fp_mdlm' for distillation")
+            blocks = m.k_pre + m.k_fp + m.k_post
+            _check(
+                len(self.convert.layer_map) == blocks,
+                "convert.layer_map",
+                self.convert.layer_map,
+                f"{blocks} entries (model.k_pre + k_fp + k_post)",
+            )
 
 
 _SECTIONS = {
@@ -361,6 +455,8 @@ _SECTIONS = {
     "optim": OptimConfig,
     "train": TrainConfig,
     "sample": SampleConfig,
+    "stage": StageConfig,
+    "convert": ConvertConfig,
     "mesh": MeshConfig,
 }
 

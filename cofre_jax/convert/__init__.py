@@ -1,5 +1,18 @@
 """Importers of weights trained elsewhere (DESIGN §2.6: public MDLM checkpoints)."""
 
+from cofre_jax.convert.from_mdlm import (
+    TORCH_SUFFIXES,
+    abstract_params,
+    convert_mdlm,
+    load_teacher,
+    teacher_model_config,
+)
+from cofre_jax.convert.layer_map import (
+    LayerMapError,
+    fp_params_from_mdlm,
+    near_identity_injection,
+    split_layer_map,
+)
 from cofre_jax.convert.torch_checkpoint import (
     OpaqueObject,
     TorchCheckpointError,
@@ -12,6 +25,15 @@ from cofre_jax.convert.torch_checkpoint import (
 )
 
 __all__ = [
+    "TORCH_SUFFIXES",
+    "LayerMapError",
+    "abstract_params",
+    "convert_mdlm",
+    "fp_params_from_mdlm",
+    "load_teacher",
+    "near_identity_injection",
+    "split_layer_map",
+    "teacher_model_config",
     "OpaqueObject",
     "TorchCheckpointError",
     "load_checkpoint",

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 
 from cofre_jax.config.typed import FixedPointConfig, ModelConfig
+from cofre_jax.fixed_point import SolverStats
 from cofre_jax.models.dit import DiT
 from cofre_jax.models.fp_mdlm import FPMDLM
 
@@ -26,6 +29,32 @@ def build_model(config: ModelConfig, fixed_point: FixedPointConfig | None = None
             raise ValueError("model.kind 'fp_mdlm' needs the fixed_point config section")
         return FPMDLM(config, fixed_point)
     raise ValueError(f"unknown model.kind {config.kind!r}; valid kinds: {MODEL_KINDS}")
+
+
+class DenoiserOutput(NamedTuple):
+    """What the training objectives need from one denoiser call."""
+
+    logits_BxLxV: jax.Array
+    hidden_BxLxD: jax.Array  # final pre-logit hidden states (after the post stack)
+    stats: SolverStats | None  # fixed-point solver stats (None for the MDLM stack)
+
+
+def make_forward(model: nn.Module) -> Callable[..., DenoiserOutput]:
+    """forward(params, z_BxL, sigma_B, *, train, rngs=None) -> DenoiserOutput."""
+
+    def forward(params: Any, z_BxL, sigma_B, *, train: bool, rngs=None) -> DenoiserOutput:
+        variables = {"params": params}
+        if isinstance(model, FPMDLM):
+            logits, aux = model.apply(
+                variables, z_BxL, sigma_B, train=train, rngs=rngs, return_aux=True
+            )
+            return DenoiserOutput(logits, aux["hidden"], aux["stats"])
+        logits, hidden = model.apply(
+            variables, z_BxL, sigma_B, train=train, rngs=rngs, return_hidden=True
+        )
+        return DenoiserOutput(logits, hidden, None)
+
+    return forward
 
 
 def _leaf_size(leaf) -> int:
@@ -53,4 +82,13 @@ def param_groups(params) -> dict[str, int]:
     return groups
 
 
-__all__ = ["DiT", "FPMDLM", "MODEL_KINDS", "build_model", "count_params", "param_groups"]
+__all__ = [
+    "DiT",
+    "FPMDLM",
+    "MODEL_KINDS",
+    "DenoiserOutput",
+    "build_model",
+    "count_params",
+    "make_forward",
+    "param_groups",
+]
