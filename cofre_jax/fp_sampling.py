@@ -35,7 +35,9 @@ make the batch's evaluations exceed B (a sequence that saved early runs long lat
 another runs long now). "Spent" (`block_passes`) is therefore the batch's passes, which
 is also the compute per sample; `block_passes_B` reports each sequence's own count
 (<= block_passes). Iterations left in the bank after the last step are not spent.
-With the tolerance off every step runs exactly N_i and the bank stays 0.
+With the tolerance off every step runs exactly N_i and the bank stays 0. MDLM's logits
+cache is not used here: every step calls the denoiser (a step that revealed nothing
+still refines h* from its warm start).
 
 The denoiser is any `FPDenoiseFn(params, z_BxL, t_B, h0_fn, num_iterations) ->
 FPDenoiseOutput` (SUBS log-probs, h*, solver stats), where `h0_fn(h_pre)` returns the
@@ -328,10 +330,15 @@ def make_fp_denoise_fn(
     """`FPDenoiseFn` of an `FPMDLM` module: sigma = total_noise(t), SUBS log-probs.
 
     tol (None keeps the model's fixed_point.tol) is the per-sequence residual tolerance
-    of adaptive stopping; 0 runs every step's cap exactly.
+    of adaptive stopping; 0 runs every step's cap exactly. Under a budget a sequence
+    that misses the tolerance within its cap is expected, not an error, so the
+    on_nonconvergence policy "raise" becomes "best" when tol > 0.
     """
     if tol is not None:
-        model = model.clone(fixed_point=dataclasses.replace(model.fixed_point, tol=float(tol)))
+        fp = model.fixed_point
+        policy = "best" if tol > 0 and fp.on_nonconvergence == "raise" else fp.on_nonconvergence
+        fp = dataclasses.replace(fp, tol=float(tol), on_nonconvergence=policy)
+        model = model.clone(fixed_point=fp)
     mask_id = model.config.mask_id
 
     def fp_denoise_fn(params, z_BxL, t_B, h0_fn, num_iterations) -> FPDenoiseOutput:

@@ -3,10 +3,13 @@
 Structure (MaskGIT `libml/` style): a decoding state (`SampleState`, a NamedTuple) is
 carried through one `lax.fori_loop` over a time grid by a generic driver
 (`run_transitions`). What a step does is a swappable pure function
-`transition(state, t, s) -> state`; `make_ancestral_transition` builds MDLM's. Later
-samplers (MaskGIT confidence decoding, fixed-point models with warm-started solver
-state) supply their own transition (and, if needed, a state with more fields) and
-reuse the driver, `ancestral_update`, `sample_categorical` and `top_p_filter`.
+`transition(state, t, s) -> state`; `make_ancestral_transition` builds MDLM's. The
+fixed-point sampler (`cofre_jax.fp_sampling`: warm-started solver state, budgets)
+supplies its own transition and state and reuses the driver, `sample_categorical`,
+`top_p_filter` and a reveal rule (`RevealFn`): `ancestral_update` (MDLM) or
+`confidence_update` (MaskGIT's confidence decoding, for the image model).
+`ancestral_sample_with_budget` puts MDLM on the block-pass budget interface of
+`cofre_jax.budget`.
 
 Ancestral step t -> s. Every MASK position is revealed with probability
 (alpha_s - alpha_t) / (1 - alpha_t) = (m(t) - m(s)) / m(t), m = mask_prob_fn = 1 - alpha,
@@ -141,7 +144,13 @@ def sample_categorical(
     if from_probs:
         log_probs_SxV = jnp.log(log_probs_SxV)
     noise_SxV = exponential_noise(key, log_probs_SxV.shape)
-    return jnp.argmax(log_probs_SxV - jnp.log(noise_SxV), axis=-1).astype(jnp.int32)
+    score_SxV = log_probs_SxV - jnp.log(noise_SxV)
+    # argmax(score) written as argmax(score == max(score)): the same first index of the
+    # maximum, but XLA:CPU then computes the noise in vectorised elementwise code instead
+    # of fusing it into argmax's (value, index) reduction, about 3x faster (measured at
+    # 8 x 128 x 258: 3.3 ms instead of 9.6 ms).
+    is_max_SxV = score_SxV == jnp.max(score_SxV, axis=-1, keepdims=True)
+    return jnp.argmax(is_max_SxV, axis=-1).astype(jnp.int32)
 
 
 def top_p_filter(log_probs_SxV: jax.Array, top_p: float) -> jax.Array:
