@@ -161,7 +161,10 @@ def run_sample(config: Config, workdir: str, raw_config) -> None:
     from cofre_jax import train
 
     workdir = _prepare_workdir(workdir)
-    plan = sample_plan(config)  # a bad budget fails before the checkpoint is read
+    try:  # a bad budget fails before the checkpoint is read, like other config errors
+        plan = sample_plan(config)
+    except ConfigError as e:
+        raise SystemExit(f"config error: {e}") from None
     trainer, params, step = train.restore_params(config, workdir)
     _, tokenizer = _data(config)
     sc, m = config.sample, config.model
