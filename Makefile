@@ -3,11 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-WORKDIR ?= runs/quickstart
-CONFIG ?= configs/quickstart.py
+MAIN := $(PY) -m cofre_jax.main
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint format clean
+.PHONY: setup run run-mdlm convert test lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +16,23 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# Trains the embedded default (resuming if interrupted), samples, then evaluates.
+# CoFRe on the embedded default: trains the FP-MDLM (SJFB), runs the consistency stage
+# from it, samples and evaluates. Every step resumes if interrupted.
 run: setup
-	$(PY) -m cofre_jax.main --config=$(CONFIG) --workdir=$(WORKDIR) --mode=train
-	$(PY) -m cofre_jax.main --config=$(CONFIG) --workdir=$(WORKDIR) --mode=sample
-	$(PY) -m cofre_jax.main --config=$(CONFIG) --workdir=$(WORKDIR) --mode=eval
+	$(MAIN) --config=configs/quickstart.py --workdir=runs/quickstart
+	$(MAIN) --config=configs/quickstart_cofre.py --workdir=runs/quickstart_cofre
+	$(MAIN) --config=configs/quickstart_cofre.py --workdir=runs/quickstart_cofre --mode=sample
+	$(MAIN) --config=configs/quickstart_cofre.py --workdir=runs/quickstart_cofre --mode=eval
+
+# The MDLM baseline at the same width (4 blocks).
+run-mdlm: setup
+	$(MAIN) --config=configs/quickstart_mdlm.py --workdir=runs/quickstart_mdlm
+	$(MAIN) --config=configs/quickstart_mdlm.py --workdir=runs/quickstart_mdlm --mode=sample
+
+# FP-MDLM converted from the MDLM baseline and distilled from it (DESIGN §2.6).
+convert: run-mdlm
+	$(MAIN) --config=configs/quickstart_convert.py --workdir=runs/quickstart_convert --mode=convert
+	$(MAIN) --config=configs/quickstart_convert.py --workdir=runs/quickstart_convert --mode=sample
 
 lint: setup
 	$(VENV)/bin/ruff check .

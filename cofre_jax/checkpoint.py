@@ -15,6 +15,7 @@ from typing import Any
 import grain
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 
 
 class CheckpointMismatchError(ValueError):
@@ -134,17 +135,46 @@ def restore(
     data_iter: Any = None,
     step: int | None = None,
 ) -> tuple[Any, int] | None:
-    """Restores `step` (default: latest) into the shardings of `abstract_state`.
+    """Restores `step` (default: the latest readable one) into the shardings of
+    `abstract_state`.
 
     Returns (state, step), or None when the workdir has no checkpoint. The data
-    iterator, when given, is moved to the saved position in place.
+    iterator, when given, is moved to the saved position in place. Without an explicit
+    `step`, a checkpoint that cannot be read (truncated or corrupted files) is set aside
+    as `<step>.corrupt` with a warning and the previous one is tried; a checkpoint that
+    reads fine but does not fit the config is a CheckpointMismatchError, never skipped.
     """
-    step = manager.latest_step() if step is None else step
-    if step is None:
-        return None
+    if step is not None:
+        return _restore_step(manager, step, abstract_state, data_iter), step
+    for candidate in sorted(manager.all_steps(), reverse=True):
+        try:
+            return _restore_step(manager, candidate, abstract_state, data_iter), candidate
+        except CheckpointMismatchError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any read failure means "unusable"
+            _set_aside(manager, candidate, e)
+    return None
+
+
+def _restore_step(manager, step: int, abstract_state: Any, data_iter: Any) -> Any:
     _check_compatible(manager, step, abstract_state)
     args = {"state": ocp.args.StandardRestore(abstract_state)}
     if data_iter is not None:
         args["data"] = grain.checkpoint.CheckpointRestore(data_iter)
-    restored = manager.restore(step, args=ocp.args.Composite(**args))
-    return restored["state"], step
+    return manager.restore(step, args=ocp.args.Composite(**args))["state"]
+
+
+def _set_aside(manager: ocp.CheckpointManager, step: int, error: Exception) -> None:
+    path = os.path.join(str(manager.directory), str(step))
+    reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    logging.warning(
+        "checkpoint step %d in %s cannot be read (%s); moving it to %s.corrupt and trying "
+        "the previous checkpoint",
+        step,
+        manager.directory,
+        reason[:300],
+        path,
+    )
+    if jax.process_index() == 0 and os.path.isdir(path):
+        os.replace(path, f"{path}.corrupt")
+    manager.reload()

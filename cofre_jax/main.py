@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 MODES = ("train", "eval", "sample", "describe", "prepare", "convert")
@@ -90,6 +90,10 @@ def main(argv) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if _CONFIG.value is None:
         raise app.UsageError("--config=configs/NAME.py is required")
+    if not flags.FLAGS["verbosity"].present:
+        # Progress is printed by the modes; library INFO lines (orbax's per-save
+        # messages) would bury it. `-v 0` brings them back.
+        logging.set_verbosity(logging.WARNING)
     from cofre_jax import modes
     from cofre_jax.config.typed import ConfigError, from_config_dict
 

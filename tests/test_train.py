@@ -117,48 +117,98 @@ def _final_params(config_dict, workdir):
     return jax.device_get(params), step
 
 
-def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
-    corpus = tiny.write_corpus(tmp_path / "docs.jsonl")
-    env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
-    num_steps = 40
-    straight = tmp_path / "straight"
-    subprocess.run(
-        _train_cmd(corpus, straight, num_steps), env=env, check=True, timeout=600, cwd=ROOT
-    )
+ENV = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+NUM_STEPS = 40
 
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(
-        _train_cmd(corpus, killed, num_steps),
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """An uninterrupted 40-step run: (corpus, its final parameters)."""
+    root = tmp_path_factory.mktemp("straight")
+    corpus = tiny.write_corpus(root / "docs.jsonl")
+    subprocess.run(
+        _train_cmd(corpus, root / "run", NUM_STEPS), env=ENV, check=True, timeout=600, cwd=ROOT
     )
-    ckpt_dir = killed / "checkpoints"
+    want, step = _final_params(tiny.tiny_config(corpus, train__num_steps=NUM_STEPS), root / "run")
+    assert step == NUM_STEPS
+    return corpus, want
+
+
+def _interrupt_after_checkpoint(corpus, workdir, sig) -> subprocess.Popen:
+    """Starts training and sends `sig` once a checkpoint at step >= 15 exists."""
+    proc = subprocess.Popen(
+        _train_cmd(corpus, workdir, NUM_STEPS),
+        env=ENV,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    ckpt_dir = workdir / "checkpoints"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         done = [p for p in ckpt_dir.glob("*") if p.name.isdigit()] if ckpt_dir.exists() else []
         if any(int(p.name) >= 15 for p in done):
             break
         time.sleep(0.05)
-    assert proc.poll() is None, "training finished before it could be killed; raise num_steps"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    latest = max(int(p.name) for p in ckpt_dir.glob("*") if p.name.isdigit())
-    assert latest < num_steps
+    assert proc.poll() is None, "training finished before it could be interrupted"
+    proc.send_signal(sig)
+    return proc
+
+
+def _rerun_and_compare(corpus, workdir, want) -> str:
     rerun = subprocess.run(
-        _train_cmd(corpus, killed, num_steps),
-        env=env,
+        _train_cmd(corpus, workdir, NUM_STEPS),
+        env=ENV,
         check=True,
         timeout=600,
         cwd=ROOT,
         capture_output=True,
         text=True,
     )
-    assert f"resumed from checkpoint at step {latest}" in rerun.stdout
-
-    cfg = tiny.tiny_config(corpus, train__num_steps=num_steps)
-    want, step_a = _final_params(cfg, straight)
-    got, step_b = _final_params(cfg, killed)
-    assert step_a == step_b == num_steps
+    got, step = _final_params(tiny.tiny_config(corpus, train__num_steps=NUM_STEPS), workdir)
+    assert step == NUM_STEPS
     jax.tree_util.tree_map(np.testing.assert_array_equal, got, want)
+    return rerun.stdout + rerun.stderr
+
+
+def _checkpoint_steps(workdir) -> list[int]:
+    return sorted(int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit())
+
+
+def test_sigkill_then_rerun_equals_uninterrupted(straight, tmp_path):
+    corpus, want = straight
+    proc = _interrupt_after_checkpoint(corpus, tmp_path, signal.SIGKILL)
+    proc.wait()
+    latest = _checkpoint_steps(tmp_path)[-1]
+    assert latest < NUM_STEPS
+    log = _rerun_and_compare(corpus, tmp_path, want)
+    assert f"resumed from checkpoint at step {latest}" in log
+
+
+def test_sigterm_checkpoints_the_current_step_and_exits_cleanly(straight, tmp_path):
+    corpus, want = straight
+    proc = _interrupt_after_checkpoint(corpus, tmp_path, signal.SIGTERM)
+    stdout, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0
+    stopped = [line for line in stdout.splitlines() if line.startswith("stopped by signal")]
+    step = int(stopped[0].split("at step ")[1].split(";")[0])
+    # Nothing completed is lost: the step the signal interrupted is the latest checkpoint.
+    assert _checkpoint_steps(tmp_path)[-1] == step < NUM_STEPS
+    log = _rerun_and_compare(corpus, tmp_path, want)
+    assert f"resumed from checkpoint at step {step}" in log
+
+
+def test_corrupted_latest_checkpoint_falls_back_to_previous(straight, tmp_path):
+    corpus, want = straight
+    proc = _interrupt_after_checkpoint(corpus, tmp_path, signal.SIGKILL)
+    proc.wait()
+    steps = _checkpoint_steps(tmp_path)
+    latest, previous = steps[-1], steps[-2]
+    for path in (tmp_path / "checkpoints" / str(latest) / "state").rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"\x00garbage")
+    log = _rerun_and_compare(corpus, tmp_path, want)
+    assert f"checkpoint step {latest} in" in log and "cannot be read" in log
+    assert f"resumed from checkpoint at step {previous}" in log
+    assert (tmp_path / "checkpoints" / f"{latest}.corrupt").is_dir()
