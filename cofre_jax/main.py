@@ -105,7 +105,29 @@ def main(argv) -> None:
     needs_workdir = _MODE.value in ("train", "eval", "sample", "convert")
     if needs_workdir and not _WORKDIR.value:
         raise app.UsageError(f"--workdir is required for --mode={_MODE.value}")
-    modes.run(_MODE.value, config, _WORKDIR.value, raw_config=_CONFIG.value)
+    try:
+        modes.run(_MODE.value, config, _WORKDIR.value, raw_config=_CONFIG.value)
+    except _user_errors() as e:
+        # Bad input the user can fix: one line, no traceback.
+        sys.exit(f"error: {e}")
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from cofre_jax.checkpoint import CheckpointMismatchError
+    from cofre_jax.config.typed import ConfigError
+    from cofre_jax.convert import LayerMapError, TorchCheckpointError
+    from cofre_jax.data.assets import AssetFetchError
+    from cofre_jax.data.errors import DataError
+
+    return (
+        ConfigError,
+        DataError,
+        AssetFetchError,
+        CheckpointMismatchError,
+        LayerMapError,
+        TorchCheckpointError,
+        FileNotFoundError,
+    )
 
 
 if __name__ == "__main__":

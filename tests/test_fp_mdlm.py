@@ -105,3 +105,31 @@ def test_fp_model_needs_its_fixed_point_section():
     config = _config()
     with pytest.raises(ValueError, match="fixed_point"):
         build_model(config.model)
+
+
+def test_diverging_solve_is_logged_and_never_reaches_the_parameters():
+    """A weight-tied block blown up 1e4x makes the SJFB solve diverge: the step reports
+    its residual and, if the loss is not finite, skips the update (no NaN parameters)."""
+    from cofre_jax import sharding, train
+
+    cfg = quickstart.get_config()
+    cfg.model.kind = "fp_mdlm"
+    cfg.model.hidden_size, cfg.model.num_heads, cfg.model.cond_dim = 32, 2, 16
+    cfg.data.seq_len = 16
+    cfg.train.batch_size = 2
+    config = from_config_dict(cfg)
+    trainer = train.Trainer(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
+    state = trainer.init_state()
+    params = jax.device_get(state.params)
+    params["fp_cell"] = jax.tree_util.tree_map(lambda p: p * 1e4 + 1.0, params["fp_cell"])
+    state = state.replace(params=params)
+    tokens = {"tokens": np.zeros((2, 16), np.int32)}
+    state, metrics = trainer.train_step(state, sharding.global_batch(tokens, trainer.mesh))
+    metrics = jax.device_get(metrics)
+    assert "fp_residual" in metrics and "fp_iterations" in metrics
+    assert not np.isfinite(metrics["fp_residual_max"]) or metrics["fp_residual_max"] > 1.0
+    after = jax.device_get(state.params)
+    assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(after))
+    if not np.isfinite(metrics["loss"]):
+        assert int(state.nonfinite_steps) == 1
+        jax.tree_util.tree_map(np.testing.assert_array_equal, after, params)

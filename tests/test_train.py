@@ -1,6 +1,7 @@
 """Train step: determinism, 8-device sharding equals 1 device, exact resume after SIGKILL."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -199,7 +200,7 @@ def test_sigterm_checkpoints_the_current_step_and_exits_cleanly(straight, tmp_pa
     assert f"resumed from checkpoint at step {step}" in log
 
 
-def test_corrupted_latest_checkpoint_falls_back_to_previous(straight, tmp_path):
+def test_corrupted_latest_and_partial_save_fall_back_to_previous(straight, tmp_path):
     corpus, want = straight
     proc = _interrupt_after_checkpoint(corpus, tmp_path, signal.SIGKILL)
     proc.wait()
@@ -208,6 +209,13 @@ def test_corrupted_latest_checkpoint_falls_back_to_previous(straight, tmp_path):
     for path in (tmp_path / "checkpoints" / str(latest) / "state").rglob("*"):
         if path.is_file():
             path.write_bytes(b"\x00garbage")
+    # What a kill in the middle of a later save leaves: orbax's temporary folder, which
+    # becomes a step only when renamed after a complete write.
+    partial = tmp_path / "checkpoints" / f"{latest + 5}.orbax-checkpoint-tmp-1"
+    shutil.copytree(tmp_path / "checkpoints" / str(previous), partial)
+    for path in list(partial.rglob("*"))[::2]:
+        if path.is_file():
+            path.unlink()
     log = _rerun_and_compare(corpus, tmp_path, want)
     assert f"checkpoint step {latest} in" in log and "cannot be read" in log
     assert f"resumed from checkpoint at step {previous}" in log

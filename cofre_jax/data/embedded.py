@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 
 from cofre_jax.data import assets
+from cofre_jax.data.errors import DataError
 
 # Bump when a parser changes, so cached tokenized copies are rebuilt.
 PARSER_VERSION = 1
@@ -62,7 +63,7 @@ def corpus_names(spec: str) -> list[str]:
     names = [n.strip() for n in spec.split(",") if n.strip()] or ["wiki"]
     for name in names:
         if name not in CORPORA:
-            raise ValueError(
+            raise DataError(
                 f"unknown embedded corpus {name!r} in data.path; valid choices: {tuple(CORPORA)}"
             )
     return names

@@ -23,6 +23,7 @@ import numpy as np
 
 from cofre_jax.config.typed import DataConfig
 from cofre_jax.data import assets, packing, sources
+from cofre_jax.data.errors import DataError, DataNotFoundError
 from cofre_jax.data.tokenizers import Tokenizer
 
 INDEX = "index.json"
@@ -74,15 +75,15 @@ def prepare_owt(
 ) -> pathlib.Path:
     """Tokenizes `data.raw_source` at `data.raw_path` into shards under `data.path`."""
     if not data_cfg.path:
-        raise ValueError("data.path must name the folder that prepare writes shards into")
+        raise DataError("data.path must name the folder that prepare writes shards into")
     if not data_cfg.raw_path:
-        raise ValueError(f"data.raw_path must say where the raw {data_cfg.raw_source} data is")
+        raise DataError(f"data.raw_path must say where the raw {data_cfg.raw_source} data is")
     out = pathlib.Path(data_cfg.path).expanduser()
     recipe = _recipe(data_cfg, tokenizer)
     if (out / INDEX).exists():
         done = json.loads((out / INDEX).read_text())
         if done["recipe"] != recipe:
-            raise ValueError(
+            raise DataError(
                 f"{out} already holds shards prepared as {done['recipe']}, not {recipe}; "
                 "delete the folder or choose another data.path"
             )
@@ -115,7 +116,7 @@ def prepare_owt(
                 flush=True,
             )
     if num_docs <= data_cfg.val_docs:
-        raise ValueError(
+        raise DataError(
             f"raw corpus {data_cfg.raw_path!r} has {num_docs} documents, but "
             f"data.val_docs={data_cfg.val_docs} are held out; nothing would be left to train on"
         )
@@ -141,14 +142,14 @@ def load_shards(
     """(train, validation) streams over the memory-mapped shards in `data.path`."""
     folder = pathlib.Path(data_cfg.path).expanduser()
     if not (folder / INDEX).exists():
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f"{folder} has no {INDEX}: prepare the shards first with --mode=prepare "
             "(data.raw_source / data.raw_path say where the raw documents are)"
         )
     index = json.loads((folder / INDEX).read_text())
     recipe = index["recipe"]
     if recipe["tokenizer"] != tokenizer.name or recipe["val_docs"] != data_cfg.val_docs:
-        raise ValueError(
+        raise DataError(
             f"shards in {folder} were prepared with tokenizer={recipe['tokenizer']!r}, "
             f"val_docs={recipe['val_docs']}; the config asks for tokenizer={tokenizer.name!r}, "
             f"val_docs={data_cfg.val_docs}"

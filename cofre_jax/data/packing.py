@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from cofre_jax.data.errors import DataError
 from cofre_jax.data.tokenizers import Tokenizer
 
 TOKEN_DTYPE = np.uint16  # both vocabularies (50257, 257) fit; halves memory and disk
@@ -31,7 +32,7 @@ def tokenize_documents(
     doc_ends[i] is the stream offset just past document i's EOS.
     """
     if tokenizer.vocab_size > np.iinfo(TOKEN_DTYPE).max + 1:
-        raise ValueError(f"tokenizer {tokenizer.name} has too many ids for {TOKEN_DTYPE}")
+        raise DataError(f"tokenizer {tokenizer.name} has too many ids for {TOKEN_DTYPE}")
     eos = np.array([tokenizer.eos_id], TOKEN_DTYPE)
     pieces: list[np.ndarray] = []
     lengths: list[int] = []
@@ -72,9 +73,9 @@ def split_last_docs(
     """(train stream, validation stream): the last `val_docs` documents are validation."""
     num_docs = len(doc_ends_N)
     if num_docs == 0:
-        raise ValueError(f"corpus {what} is empty: it has no documents")
+        raise DataError(f"corpus {what} is empty: it has no documents")
     if num_docs <= val_docs:
-        raise ValueError(
+        raise DataError(
             f"corpus {what} has {num_docs} documents, but data.val_docs={val_docs} are held "
             f"out for validation; use a larger corpus or set data.val_docs < {num_docs}"
         )
@@ -128,7 +129,7 @@ class PackedRows:
 
     def __init__(self, stream: TokenStream, seq_len: int, bos_id: int, eos_id: int):
         if seq_len < 3:
-            raise ValueError(f"seq_len={seq_len} leaves no room for text between BOS and EOS")
+            raise DataError(f"seq_len={seq_len} leaves no room for text between BOS and EOS")
         self.stream, self.seq_len, self.bos_id, self.eos_id = stream, seq_len, bos_id, eos_id
         self.chunk = seq_len - 2
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from cofre_jax.config.typed import DataConfig
 from cofre_jax.data import assets, embedded, owt, packing, sources
+from cofre_jax.data.errors import DataError
 from cofre_jax.data.tokenizers import Tokenizer
 
 
@@ -62,7 +63,7 @@ def load_token_splits(
         tokens_T, ends_N = packing.tokenize_documents(docs, tokenizer, label=data_cfg.source)
     else:
         valid = (*sources.SOURCES, "owt")
-        raise ValueError(f"unknown data.source {data_cfg.source!r}; valid choices: {valid}")
+        raise DataError(f"unknown data.source {data_cfg.source!r}; valid choices: {valid}")
     what = f"{data_cfg.source}:{sources.source_location(data_cfg) or 'wiki'}"
     train_T, val_T = packing.split_last_docs(tokens_T, ends_N, data_cfg.val_docs, what)
     return packing.TokenStream([train_T]), packing.TokenStream([val_T])
@@ -76,7 +77,7 @@ def _check_enough_rows(
     rows: packing.PackedRows, split: str, batch_size: int, process_count: int
 ) -> None:
     if len(rows) // process_count < batch_size:
-        raise ValueError(
+        raise DataError(
             f"the {split} split has {len(rows.stream)} tokens = {len(rows)} rows of "
             f"seq_len={rows.seq_len}, fewer than one batch of {batch_size} rows for each of "
             f"{process_count} process(es); lower data.seq_len or the batch size, or use more data"
@@ -98,7 +99,7 @@ def make_train_iterator(
 ) -> grain.DatasetIterator:
     """Endless, checkpointable iterator of {"tokens": int32 [batch_size, seq_len]}."""
     if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index={process_index} is not in [0, {process_count})")
+        raise DataError(f"process_index={process_index} is not in [0, {process_count})")
     train_stream, _ = load_token_splits(data_cfg, tokenizer)
     rows = _rows(train_stream, data_cfg, tokenizer)
     _check_enough_rows(rows, "training", batch_size, process_count)
@@ -129,7 +130,7 @@ def make_eval_batches(
 ) -> list[dict[str, np.ndarray]]:
     """The same `num_batches` validation batches every call (this process's slice)."""
     if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index={process_index} is not in [0, {process_count})")
+        raise DataError(f"process_index={process_index} is not in [0, {process_count})")
     _, val_stream = load_token_splits(data_cfg, tokenizer)
     rows = _rows(val_stream, data_cfg, tokenizer)
     _check_enough_rows(rows, "validation", batch_size, process_count)

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 
 from cofre_jax.config.typed import DataConfig
 from cofre_jax.data import assets, embedded
+from cofre_jax.data.errors import DataError, DataKeyError, DataNotFoundError
 
 _BLANK_LINES_RE = re.compile(r"\n[ \t\r\f\v]*\n")
 _TEXT_SUFFIXES = (".txt", ".jsonl")
@@ -42,7 +43,7 @@ def _read_jsonl(path: pathlib.Path, text_key: str) -> Iterator[str]:
                 continue
             record = json.loads(line)
             if text_key not in record:
-                raise KeyError(
+                raise DataKeyError(
                     f"{path}:{line_no} has no field data.text_key={text_key!r}; "
                     f"fields: {sorted(record)}"
                 )
@@ -58,7 +59,7 @@ def _expand_paths(location: str, suffixes: tuple[str, ...]) -> list[pathlib.Path
     """Comma separated paths / globs / folders -> files, in the order given, sorted within."""
     entries = [e.strip() for e in location.split(",") if e.strip()]
     if not entries:
-        raise ValueError("no paths given: set data.path (or data.raw_path for prepare)")
+        raise DataError("no paths given: set data.path (or data.raw_path for prepare)")
     files: list[pathlib.Path] = []
     for entry in entries:
         entry = os.path.expanduser(entry)
@@ -70,12 +71,12 @@ def _expand_paths(location: str, suffixes: tuple[str, ...]) -> list[pathlib.Path
             elif path.is_file():
                 files.append(path)
         if not matches or not any(pathlib.Path(m).exists() for m in matches):
-            raise FileNotFoundError(f"corpus path {entry!r} matches no file or folder")
+            raise DataNotFoundError(f"corpus path {entry!r} matches no file or folder")
     for path in files:
         if path.suffix not in suffixes:
-            raise ValueError(f"{path}: unsupported file type {path.suffix!r}; valid: {suffixes}")
+            raise DataError(f"{path}: unsupported file type {path.suffix!r}; valid: {suffixes}")
     if not files:
-        raise FileNotFoundError(f"corpus {location!r} contains no {'/'.join(suffixes)} files")
+        raise DataNotFoundError(f"corpus {location!r} contains no {'/'.join(suffixes)} files")
     return files
 
 
@@ -93,7 +94,7 @@ def _is_train_file(rel: pathlib.Path) -> bool:
 
 def _hf_files(folder: pathlib.Path) -> list[pathlib.Path]:
     if not folder.is_dir():
-        raise FileNotFoundError(f"hf_folder {str(folder)!r} is not a folder")
+        raise DataNotFoundError(f"hf_folder {str(folder)!r} is not a folder")
     files = sorted(
         p
         for p in folder.rglob("*")
@@ -101,14 +102,14 @@ def _hf_files(folder: pathlib.Path) -> list[pathlib.Path]:
     )
     train = [p for p in files if _is_train_file(p.relative_to(folder))]
     if not (train or files):
-        raise FileNotFoundError(f"hf_folder {str(folder)!r} has no {_HF_SUFFIXES} files")
+        raise DataNotFoundError(f"hf_folder {str(folder)!r} has no {_HF_SUFFIXES} files")
     return train or files
 
 
 def _column(table_or_batch, path: pathlib.Path, text_key: str) -> list[str]:
     names = table_or_batch.schema.names
     if text_key not in names:
-        raise KeyError(f"{path} has no column data.text_key={text_key!r}; columns: {names}")
+        raise DataKeyError(f"{path} has no column data.text_key={text_key!r}; columns: {names}")
     return table_or_batch.column(text_key).to_pylist()
 
 
@@ -132,7 +133,7 @@ def _read_parquet(path: pathlib.Path, text_key: str) -> Iterator[str]:
 
     parquet = pq.ParquetFile(path)
     if text_key not in parquet.schema_arrow.names:
-        raise KeyError(
+        raise DataKeyError(
             f"{path} has no column data.text_key={text_key!r}; "
             f"columns: {parquet.schema_arrow.names}"
         )
@@ -153,12 +154,13 @@ def tfds_documents(location: str, data_cfg: DataConfig) -> Iterator[str]:
     try:
         ds = tfds.load(location, split="train", data_dir=data_dir, download=False)
     except Exception as e:  # tfds raises several types for "not prepared" / unknown name
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f"tfds dataset {location!r} is not prepared in data.tfds_data_dir={data_dir!r} "
-            f"(downloads are disabled; prepare it with `tfds build` first): {e}"
+            f"(downloads are disabled; prepare it with `tfds build` first): "
+            f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
         ) from e
     if data_cfg.text_key not in ds.element_spec:
-        raise KeyError(
+        raise DataKeyError(
             f"tfds dataset {location!r} has no feature data.text_key={data_cfg.text_key!r}; "
             f"features: {sorted(ds.element_spec)}"
         )
@@ -184,7 +186,7 @@ SOURCES: dict[str, Callable[[str, DataConfig], Iterator[str]]] = {
 def iter_documents(kind: str, location: str, data_cfg: DataConfig) -> Iterator[str]:
     """Non-empty, stripped documents of source `kind` at `location`, in a fixed order."""
     if kind not in SOURCES:
-        raise ValueError(f"unknown document source {kind!r}; valid choices: {tuple(SOURCES)}")
+        raise DataError(f"unknown document source {kind!r}; valid choices: {tuple(SOURCES)}")
     for doc in SOURCES[kind](location, data_cfg):
         doc = doc.strip()
         if doc:
@@ -200,7 +202,7 @@ def load_documents(data_cfg: DataConfig) -> list[str]:
     """All documents of `data.source`; raises if there are none."""
     docs = list(iter_documents(data_cfg.source, source_location(data_cfg), data_cfg))
     if not docs:
-        raise ValueError(
+        raise DataError(
             f"data.source={data_cfg.source!r} at {source_location(data_cfg)!r} has no documents"
         )
     return docs

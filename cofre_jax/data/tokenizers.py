@@ -16,6 +16,7 @@ from typing import Protocol
 
 from cofre_jax.config.typed import TOKENIZER_VOCAB_SIZES, DataConfig
 from cofre_jax.data import assets
+from cofre_jax.data.errors import DataError, DataNotFoundError
 
 # GPT-2's pre-tokenisation regex (contractions, letter runs, digit runs, punctuation
 # runs, whitespace), as used by r50k_base.
@@ -69,7 +70,7 @@ class GPT2Tokenizer:
 
         ranks = load_ranks(pathlib.Path(ranks_path))
         if len(ranks) != self.eos_id:
-            raise ValueError(
+            raise DataError(
                 f"{ranks_path} has {len(ranks)} BPE ranks; GPT-2 has {self.eos_id} "
                 "(is it the gpt2 / r50k_base .tiktoken file?)"
             )
@@ -94,7 +95,7 @@ class GPT2Tokenizer:
 def load_ranks(path: pathlib.Path) -> dict[bytes, int]:
     """Reads a .tiktoken file: one `base64(token) rank` pair per line."""
     if not path.is_file():
-        raise FileNotFoundError(f"GPT-2 BPE file {path} does not exist")
+        raise DataNotFoundError(f"GPT-2 BPE file {path} does not exist")
     ranks = {}
     for line in path.read_bytes().splitlines():
         if line.strip():
@@ -108,7 +109,7 @@ def gpt2_ranks_path(data_cfg: DataConfig) -> pathlib.Path:
     if data_cfg.tokenizer_path:
         path = pathlib.Path(data_cfg.tokenizer_path).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(
+            raise DataNotFoundError(
                 f"data.tokenizer_path={data_cfg.tokenizer_path!r} is not a file"
             )
         return path
@@ -131,6 +132,6 @@ def make_tokenizer(data_cfg: DataConfig) -> Tokenizer:
         return ByteTokenizer()
     if data_cfg.tokenizer == "gpt2":
         return GPT2Tokenizer(gpt2_ranks_path(data_cfg))
-    raise ValueError(
+    raise DataError(
         f"unknown tokenizer {data_cfg.tokenizer!r}; valid choices: {tuple(TOKENIZER_VOCAB_SIZES)}"
     )

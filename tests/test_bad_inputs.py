@@ -1,0 +1,92 @@
+"""Each bad input through the entry point is one clear line on stderr, no traceback."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import tiny
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = [
+    "--config=configs/quickstart_mdlm.py",
+    "--config.model.hidden_size=32",
+    "--config.model.num_layers=1",
+    "--config.model.num_heads=2",
+    "--config.model.cond_dim=16",
+    "--config.data.seq_len=32",
+    "--config.data.val_docs=4",
+    "--config.train.batch_size=2",
+    "--config.train.num_steps=1",
+    "--config.train.eval_batches=1",
+]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad")
+    (root / "empty.txt").write_text("")
+    return {"root": root, "empty": root / "empty.txt", "small": tiny.write_corpus(root / "s.jsonl")}
+
+
+CASES = {
+    "empty corpus": (
+        ["--config.data.source=text_files", "--config.data.path={empty}"],
+        "has no documents",
+    ),
+    "missing corpus": (
+        ["--config.data.source=text_files", "--config.data.path={root}/nope.txt"],
+        "matches no file or folder",
+    ),
+    "sequence longer than the data": (
+        [
+            "--config.data.source=text_files",
+            "--config.data.path={small}",
+            "--config.data.seq_len=100000",
+        ],
+        "fewer than one batch",
+    ),
+    "unknown tokenizer": (["--config.data.tokenizer=bpe"], "'data.tokenizer' = 'bpe'"),
+    "unknown dataset": (
+        ["--config.data.source=tfds", "--config.data.tfds_name=no_such_dataset"],
+        "tfds dataset 'no_such_dataset' is not prepared",
+    ),
+    "unknown embedded corpus": (
+        ["--config.data.source=embedded", "--config.data.path=nosuch"],
+        "unknown embedded corpus 'nosuch'",
+    ),
+    "unwritable workdir": (["--workdir=/proc/cannot_write_here"], "cannot be written"),
+    "budget below one step": (
+        [
+            "--config=configs/quickstart.py",
+            "--mode=sample",
+            "--config.sample.budget=2",
+            "--config.sample.budget_steps=1",
+        ],
+        "budget 2 block passes is below the minimum",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_is_one_clear_error(name, files):
+    flags, message = CASES[name]
+    flags = [f.format(**files) for f in flags]
+    args = [*TINY, *flags]
+    if not any(f.startswith("--workdir=") for f in flags):
+        args.append(f"--workdir={files['root'] / name.replace(' ', '_')}")
+    configs = [a for a in args if a.startswith("--config=")]
+    args = [configs[-1], *(a for a in args if not a.startswith("--config="))]  # file first
+    env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run(
+        [sys.executable, "-m", "cofre_jax.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=env,
+    )
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr, out.stderr[-2000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert message in last, out.stderr[-2000:]
