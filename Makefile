@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 MAIN := $(PY) -m cofre_jax.main
-PYTEST_ARGS ?=
+# Two workers, one test file each (module fixtures are built once per file).
+PYTEST_ARGS ?= -n 2 --dist loadfile
 
 .PHONY: setup run run-mdlm convert test lint format clean
 
