@@ -432,6 +432,21 @@ def test_fp_mdlm_sampler_is_deterministic_and_uses_the_warm_start():
     assert not np.array_equal(cold.residual_TxB[1:], a.residual_TxB[1:])
 
 
+@pytest.mark.slow  # two more FP-MDLM sampler compilations; the toy test covers the rule
+def test_3sr_extremes_on_the_fp_mdlm():
+    config, params, denoise_fn = _tiny_fp()
+
+    def run(warm_start, coefficients=PUBLISHED):
+        return fp_sampling.fp_sample(
+            denoise_fn, params, jax.random.PRNGKey(5), TINY_PLAN, batch_size=4, seq_len=16,
+            hidden_size=32, mask_id=config.model.mask_id, mask_prob_fn=SCHEDULE.mask_prob,
+            warm_start=warm_start, coefficients=coefficients,
+        )  # fmt: skip
+
+    _assert_same(run("3sr", ReuseCoefficients(0.0, 0.0, 0.0, 0.0)), run("cold"))
+    _assert_same(run("3sr", ReuseCoefficients(1.0, 1.0, 1.0, 1.0)), run("reuse"))
+
+
 def test_sampler_runs_under_a_sharded_jit_on_8_devices():
     """Batch over (data, fsdp), parameters by the partition rules (tensor axis too)."""
     assert jax.device_count() == 8
