@@ -13,7 +13,7 @@ import tiny
 
 from cofre_jax import checkpoint
 from cofre_jax.config.typed import from_config_dict
-from cofre_jax.train import Trainer
+from cofre_jax.train import Trainer, learning_rate_schedule
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = [
@@ -104,14 +104,23 @@ def test_two_processes_equal_one_process(tmp_path):
     np.testing.assert_allclose(final_two["nats_per_token"], final_one["nats_per_token"], rtol=1e-5)
 
     # The parameters the two-process job checkpointed collectively equal the single run's
-    # up to the reduction order of the cross-process all-reduce: AdamW divides by the
-    # root of the second moment, so a near-zero gradient's last bits can move its
-    # parameter by a fraction of the learning rate (~1e-5 in these first steps).
+    # up to the reduction order of the cross-process all-reduce. AdamW divides by the
+    # root of the second moment, so where a gradient is ~0 (e.g. the head bias of bytes
+    # absent from the batch) its last bits decide the sign of an update of size ~lr:
+    # such entries may differ by up to the summed learning rates, twice.
     cfg = tiny.tiny_config(corpus, train__num_steps=3)
-    abstract = Trainer(from_config_dict(cfg)).abstract_state.params
+    config = from_config_dict(cfg)
+    schedule = learning_rate_schedule(config.optim, config.train.num_steps)
+    bound = 2 * sum(float(schedule(i)) for i in range(3))
+    abstract = Trainer(config).abstract_state.params
     got, step_two = checkpoint.restore_params(str(tmp_path / "two"), abstract, use_ema=False)
     want, step_one = checkpoint.restore_params(str(tmp_path / "one"), abstract, use_ema=False)
     assert step_one == step_two == 3
     jax.tree_util.tree_map(
-        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), got, want
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=bound), got, want
     )
+    # Most entries agree far more closely than that bound.
+    diffs = np.concatenate(
+        [np.abs(np.ravel(a) - np.ravel(b)) for a, b in zip(*map(jax.tree.leaves, (got, want)))]
+    )
+    assert np.mean(diffs < 1e-6) > 0.99
