@@ -102,7 +102,7 @@ def _trainer(cfg_dict) -> train.Trainer:
     return train.Trainer(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
 
 
-def _compile_step(trainer: train.Trainer, *, unroll: bool = False) -> dict[str, Any]:
+def compile_step(trainer: train.Trainer, *, unroll: bool = False) -> dict[str, Any]:
     cfg = trainer.config
     batch = {
         "tokens": jax.ShapeDtypeStruct(
@@ -113,7 +113,7 @@ def _compile_step(trainer: train.Trainer, *, unroll: bool = False) -> dict[str, 
     }
     start = time.perf_counter()
     with _unrolled_scans() if unroll else contextlib.nullcontext():
-        lowered = trainer.train_step.lower(trainer.abstract_state, batch)
+        lowered = trainer.lower_train_step(trainer.abstract_state, batch)
     compiled = lowered.compile()
     seconds = time.perf_counter() - start
     return {"flops": _cost(compiled), **_mem(compiled), "compile_s": round(seconds, 1)}
@@ -253,7 +253,7 @@ def compile_costs(seq_len: int, batch: int, log) -> dict[str, Any]:
     fp_trainer = None
     for name, kind, overrides, unroll in variants:
         trainer = _trainer(_config_dict(kind, seq_len, batch, "bfloat16", overrides))
-        stats = _compile_step(trainer, unroll=unroll)
+        stats = compile_step(trainer, unroll=unroll)
         stats["overrides"] = overrides
         stats["scans_unrolled"] = unroll
         out["variants"][name] = stats

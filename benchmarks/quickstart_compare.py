@@ -75,7 +75,7 @@ MODULES = {
 }
 
 
-def _typed(config_file: str, overrides: list[str]):
+def typed_config(config_file: str, overrides: list[str]):
     """The typed config the CLI builds from the file and its --config.a.b=v overrides."""
     cfg = MODULES[config_file].get_config()
     for flag in overrides:
@@ -85,14 +85,14 @@ def _typed(config_file: str, overrides: list[str]):
     return from_config_dict(cfg)
 
 
-def _run_cli(config_file: str, mode: str, workdir: str, overrides: list[str]) -> None:
+def run_cli(config_file: str, mode: str, workdir: str, overrides: list[str]) -> None:
     command = [sys.executable, "-m", "cofre_jax.main", f"--config={config_file}"]
     command += [f"--workdir={workdir}", f"--mode={mode}", *overrides]
     print("$ " + " ".join(command[1:]), flush=True)
     subprocess.run(command, cwd=ROOT, check=True)
 
 
-def _step_times(configs: dict, rounds: int) -> dict[str, float]:
+def step_times(configs: dict, rounds: int) -> dict[str, float]:
     """Median seconds per train step, arms interleaved (A B C D A B C D ...)."""
     arms = {}
     for name, (config, mode) in configs.items():
@@ -140,10 +140,10 @@ def main() -> None:
         workdir = os.path.join(runs, WORKDIRS[name])
         print(f"== {name}", flush=True)
         start = time.perf_counter()
-        _run_cli(config_file, mode, workdir, overrides)
+        run_cli(config_file, mode, workdir, overrides)
         with open(os.path.join(workdir, "final_metrics.json")) as f:
             final = json.load(f)
-        config = _typed(config_file, overrides)
+        config = typed_config(config_file, overrides)
         configs[name] = (config, mode)
         results[name] = {
             "command": f"python -m cofre_jax.main --config={config_file} --mode={mode} "
@@ -156,7 +156,7 @@ def main() -> None:
             "params": count_params(train.Trainer(config).abstract_state.params),
             "run_seconds_this_call": time.perf_counter() - start,
         }
-    times = _step_times(configs, args.rounds)
+    times = step_times(configs, args.rounds)
     for name, seconds in times.items():
         results[name]["median_step_seconds"] = seconds
         results[name]["step_time_vs_mdlm"] = seconds / times["mdlm"]

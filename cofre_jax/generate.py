@@ -1,0 +1,116 @@
+"""Drawing samples from a restored model under a block-pass budget: the part of
+--mode=sample that --mode=eval repeats at every budget it measures."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from cofre_jax import budget, diffusion, fp_sampling, sampling, sharding
+from cofre_jax.config.typed import Config, ConfigError
+
+
+def make_denoise_fn(trainer) -> Callable:
+    """(params, z_BxL, t_B) -> SUBS log-probs, the sampler's view of the model."""
+    mask_id = trainer.config.model.mask_id
+
+    def denoise_fn(params, z_BxL, t_B):
+        sigma_B = trainer.schedule.total_noise(t_B)
+        logits_BxLxV = trainer.apply_fn(params, z_BxL, sigma_B, train=False)
+        return diffusion.subs_log_probs(logits_BxLxV, z_BxL, mask_id)
+
+    return denoise_fn
+
+
+def sample_plan(config: Config, total: int | None = None, steps: int | None = None):
+    """The block-pass plan of a sampling run: `total` block passes in `steps` steps when
+    given, else sample.budget in sample.budget_steps (sample.budget 0: sample.steps steps
+    at fixed_point.eval_iterations), spread by sample.schedule (cofre_jax.budget)."""
+    sc, n_eval = config.sample, config.fixed_point.eval_iterations
+    cost = budget.StepCost.for_model(config.model)
+    if total is not None:
+        field = "eval.budgets"
+        steps = steps or sc.budget_steps or None
+    elif sc.budget == 0:
+        total, steps, field = sc.steps * cost(n_eval), sc.steps, "sample.steps"
+    else:
+        total, steps, field = sc.budget, sc.budget_steps or None, "sample.budget"
+    try:
+        return budget.plan_budget(
+            total,
+            cost,
+            steps=steps,
+            schedule=sc.schedule,
+            default_iterations=max(n_eval, sc.min_iterations),
+            min_iterations=sc.min_iterations,
+        )
+    except budget.BudgetError as e:
+        raise ConfigError(f"config field '{field}' is invalid: {e}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Samples:
+    tokens_BxL: np.ndarray
+    block_passes: int
+    details: dict[str, Any]  # sampler-specific counts, JSON-ready
+
+
+def draw_samples(config: Config, trainer, params, plan, num_samples: int, seed: int) -> Samples:
+    """`num_samples` sequences by the model's budgeted sampler (MDLM ancestral or FP)."""
+    sc, m = config.sample, config.model
+    z_BxL = np.full((num_samples, config.data.seq_len), m.mask_id, np.int32)
+    batch_ways = trainer.mesh.shape["data"] * trainer.mesh.shape["fsdp"]
+    if jax.process_count() == 1 and num_samples % batch_ways == 0:
+        # Samples split over the batch axes like a train batch (else replicated).
+        z_BxL = jax.device_put(z_BxL, sharding.batch_sharding(trainer.mesh))
+    common = dict(
+        batch_size=num_samples,
+        seq_len=config.data.seq_len,
+        mask_id=m.mask_id,
+        mask_prob_fn=trainer.schedule.mask_prob,
+        top_p=sc.top_p,
+        final_eps=sc.final_eps,
+        z_init_BxL=z_BxL,
+    )
+    key = jax.random.PRNGKey(seed)
+    if m.kind == "mdlm":
+        out = sampling.ancestral_sample_with_budget(
+            make_denoise_fn(trainer),
+            params,
+            key,
+            plan,
+            # The cache is exact only for a denoiser that ignores t (MDLM turns it off too).
+            reuse_logits=sc.reuse_logits and not m.time_conditioning,
+            **common,
+        )
+        details = {"network_calls": int(out.network_calls)}
+    else:
+        fp_denoise_fn = fp_sampling.make_fp_denoise_fn(
+            trainer.model, trainer.schedule.total_noise, tol=sc.adaptive_tol
+        )
+        out = fp_sampling.fp_sample(
+            fp_denoise_fn,
+            params,
+            key,
+            plan,
+            hidden_size=m.hidden_size,
+            warm_start=sc.warm_start,
+            coefficients=fp_sampling.ReuseCoefficients(
+                sc.reuse_visible, sc.reuse_masked_min, sc.reuse_masked_max, sc.reuse_changed
+            ),
+            **common,
+        )
+        details = {
+            "network_calls": plan.steps,
+            "warm_start": sc.warm_start,
+            "adaptive_tol": sc.adaptive_tol,
+            "planned_iterations_per_step": list(plan.iterations_T),
+            "iterations_per_step": jax.device_get(out.evals_T).tolist(),
+            "block_passes_per_sequence": jax.device_get(out.block_passes_B).tolist(),
+        }
+    tokens_BxL = np.asarray(jax.device_get(out.tokens_BxL))
+    return Samples(tokens_BxL, int(out.block_passes), details)
