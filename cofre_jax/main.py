@@ -118,6 +118,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from cofre_jax.convert import LayerMapError, TorchCheckpointError
     from cofre_jax.data.assets import AssetFetchError
     from cofre_jax.data.errors import DataError
+    from cofre_jax.evaluation.hf_folder import ScorerLoadError
 
     return (
         ConfigError,
@@ -126,6 +127,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
         CheckpointMismatchError,
         LayerMapError,
         TorchCheckpointError,
+        ScorerLoadError,
         FileNotFoundError,
     )
 

@@ -108,17 +108,27 @@ def run_convert(config: Config, workdir: str, raw_config) -> None:
 
 
 def run_eval(config: Config, workdir: str, raw_config) -> None:
-    from cofre_jax import train
+    """Validation NELBO, costs and, per eval.budgets, scored samples (cofre_jax.evaluation)."""
+    from cofre_jax.evaluation import run
 
     workdir = _prepare_workdir(workdir)
-    trainer, params, step = train.restore_params(config, workdir)
-    metrics = trainer.evaluate(params, _eval_batches(config))
-    report = {"step": step, "split": "validation", "batches": config.train.eval_batches, **metrics}
-    path = os.path.join(workdir, f"eval_step{step}.json")
-    train.write_json(path, report)
-    for name, value in report.items():
-        print(f"{name}: {value}")
+    ev = config.eval
+    for budget, steps in zip(ev.budgets, ev.budget_steps or (None,) * len(ev.budgets)):
+        try:  # a bad budget fails before anything is computed, like other config errors
+            generate.sample_plan(config, budget, steps)
+        except ConfigError as e:
+            raise SystemExit(f"config error: {e}") from None
+    _, tokenizer = _data(config)
+    report, path = run.evaluate_checkpoint(
+        config, workdir, lambda: _eval_batches(config), tokenizer, log=_progress
+    )
+    print("\n".join(run.summary_lines(report)))
     print(f"report: {path}")
+
+
+def _progress(message: str) -> None:
+    if jax.process_index() == 0:
+        print(f"[eval {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def run_sample(config: Config, workdir: str, raw_config) -> None:

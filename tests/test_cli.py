@@ -75,12 +75,14 @@ def test_sample_prints_and_writes_samples(trained):
 
 def test_eval_writes_report(trained):
     workdir, flags, _ = trained
-    out = _main(*flags, "--mode=eval")
-    assert "perplexity:" in out.stdout
+    out = _main(*flags, "--mode=eval", "--config.eval.budgets=8", "--config.eval.scorer=none")
+    assert "val nats/token" in out.stdout and "budget 8: entropy" in out.stdout
     report = json.loads((workdir / "eval_step4.json").read_text())
     final = json.loads((workdir / "final_metrics.json").read_text())
     # Same EMA params, same fixed eval keys and batches: the numbers agree exactly.
-    assert report["nats_per_token"] == pytest.approx(final["nats_per_token"], rel=1e-6)
+    like = report["likelihood"]
+    assert like["nats_per_token"] == pytest.approx(final["nats_per_token"], rel=1e-6)
+    assert report["budgets"]["8"]["block_passes_used"] <= 8
 
 
 def test_restore_into_other_model_is_clear_error(trained):

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from scorer_fixtures import llama_cpp_permute, llama_model, train_bpe, write_gguf
 
 from cofre_jax.evaluation import gpt2, llama, scorer, text_tokenizers
 from cofre_jax.evaluation.hf_folder import ScorerLoadError
@@ -33,28 +34,6 @@ def _gpt2_model():
         vocab_size=96, n_positions=32, n_embd=32, n_layer=2, n_head=4, layer_norm_epsilon=1e-5
     )
     return transformers.GPT2LMHeadModel(cfg).eval()
-
-
-def _llama_model(tie: bool):
-    torch.manual_seed(1)
-    cfg = transformers.LlamaConfig(
-        vocab_size=96,
-        hidden_size=48,
-        intermediate_size=80,
-        num_hidden_layers=2,
-        num_attention_heads=6,
-        num_key_value_heads=2,
-        rms_norm_eps=1e-5,
-        rope_theta=10000.0,
-        max_position_embeddings=64,
-        tie_word_embeddings=tie,
-    )
-    model = transformers.LlamaForCausalLM(cfg).eval()
-    with torch.no_grad():  # random norms, so a swapped or missing norm weight shows up
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.add_(0.3 * torch.randn_like(p))
-    return model
 
 
 def test_gpt2_logits_match_transformers(tmp_path):
@@ -79,7 +58,7 @@ def test_gpt2_reads_pytorch_bin_weights(tmp_path):
 
 @pytest.mark.parametrize("tie", [False, True])
 def test_llama_logits_match_transformers(tmp_path, tie):
-    model = _llama_model(tie)
+    model = llama_model(tie)
     model.save_pretrained(tmp_path)
     cfg, params = llama.load_hf_llama(str(tmp_path))
     assert (params["lm_head_DxV"] is None) == tie
@@ -87,71 +66,11 @@ def test_llama_logits_match_transformers(tmp_path, tie):
     np.testing.assert_allclose(ours, _torch_logits(model, TOKENS_BxS), rtol=1e-4, atol=1e-4)
 
 
-def _llama_cpp_permute(w_OxI, n_head):
-    """llama.cpp's convert_hf_to_gguf `LlamaModel.permute` of a Q or K weight."""
-    return (
-        w_OxI.reshape(n_head, 2, w_OxI.shape[0] // n_head // 2, *w_OxI.shape[1:])
-        .swapaxes(1, 2)
-        .reshape(w_OxI.shape)
-    )
-
-
-def _write_gguf(model, path, vocab=None):
-    """The model as llama.cpp's converter lays it out: names, metadata, Q/K permuted."""
-    c = model.config
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_block_count(c.num_hidden_layers)
-    w.add_context_length(c.max_position_embeddings)
-    w.add_embedding_length(c.hidden_size)
-    w.add_feed_forward_length(c.intermediate_size)
-    w.add_head_count(c.num_attention_heads)
-    w.add_head_count_kv(c.num_key_value_heads)
-    w.add_layer_norm_rms_eps(c.rms_norm_eps)
-    w.add_rope_freq_base(c.rope_theta if hasattr(c, "rope_theta") else 10000.0)
-    if vocab is not None:
-        tokens, merges, types = vocab
-        w.add_tokenizer_model("gpt2")
-        w.add_tokenizer_pre("gpt-2")
-        w.add_token_list(tokens)
-        w.add_token_merges(merges)
-        w.add_token_types(types)
-        w.add_eos_token_id(0)
-    sd = {k: v.numpy().astype(np.float32) for k, v in model.state_dict().items()}
-    H, K = c.num_attention_heads, c.num_key_value_heads
-    names = {
-        "input_layernorm": "attn_norm",
-        "self_attn.q_proj": "attn_q",
-        "self_attn.k_proj": "attn_k",
-        "self_attn.v_proj": "attn_v",
-        "self_attn.o_proj": "attn_output",
-        "post_attention_layernorm": "ffn_norm",
-        "mlp.gate_proj": "ffn_gate",
-        "mlp.up_proj": "ffn_up",
-        "mlp.down_proj": "ffn_down",
-    }
-    w.add_tensor("token_embd.weight", sd["model.embed_tokens.weight"])
-    for i in range(c.num_hidden_layers):
-        for hf, ours in names.items():
-            t = sd[f"model.layers.{i}.{hf}.weight"]
-            if ours == "attn_q":
-                t = _llama_cpp_permute(t, H)
-            elif ours == "attn_k":
-                t = _llama_cpp_permute(t, K)
-            w.add_tensor(f"blk.{i}.{ours}.weight", np.ascontiguousarray(t))
-    w.add_tensor("output_norm.weight", sd["model.norm.weight"])
-    if not c.tie_word_embeddings:
-        w.add_tensor("output.weight", sd["lm_head.weight"])
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-
-
 @pytest.mark.parametrize("tie", [False, True])
 def test_gguf_and_folder_loaders_agree(tmp_path, tie):
-    model = _llama_model(tie)
+    model = llama_model(tie)
     model.save_pretrained(tmp_path / "hf")
-    _write_gguf(model, tmp_path / "m.gguf")
+    write_gguf(model, tmp_path / "m.gguf")
     cfg_hf, params_hf = llama.load_hf_llama(str(tmp_path / "hf"))
     cfg_gguf, params_gguf = llama.load_gguf_llama(str(tmp_path / "m.gguf"))
     # GGUF stores the epsilon as float32; everything else is exact.
@@ -163,40 +82,22 @@ def test_gguf_and_folder_loaders_agree(tmp_path, tie):
     np.testing.assert_allclose(logits_gguf, _torch_logits(model, TOKENS_BxS), rtol=1e-4, atol=1e-4)
 
 
-def test_unpermute_inverts_llama_cpp_permute():
+def test_unpermute_invertsllama_cpp_permute():
     w_OxI = np.arange(24 * 5, dtype=np.float32).reshape(24, 5)
     for heads in (1, 2, 3, 6):
-        permuted = _llama_cpp_permute(w_OxI, heads)
+        permuted = llama_cpp_permute(w_OxI, heads)
         assert not np.array_equal(permuted, w_OxI)
         np.testing.assert_array_equal(llama.unpermute_qk(permuted, heads), w_OxI)
 
 
 def test_gguf_tokenizer_equals_the_bpe_it_was_written_from(tmp_path):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
     corpus = [
         "The quick brown fox jumps over the lazy dog. " * 3,
         "Masked diffusion models reveal tokens step by step, 1234 times!",
         "It's a test: they're here, we'll see.",
     ]
-    bpe.train_from_iterator(
-        corpus,
-        trainers.BpeTrainer(
-            vocab_size=300,
-            special_tokens=["<|endoftext|>"],
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        ),
-    )
-    state = json.loads(bpe.to_str())["model"]
-    vocab = sorted(state["vocab"].items(), key=lambda kv: kv[1])
-    tokens = [t for t, _ in vocab]
-    assert [i for _, i in vocab] == list(range(len(tokens)))
-    merges = [m if isinstance(m, str) else " ".join(m) for m in state["merges"]]
-    types = [3] + [1] * (len(tokens) - 1)
-    _write_gguf(_llama_model(True), tmp_path / "v.gguf", (tokens, merges, types))
+    bpe, vocab = train_bpe(corpus)
+    write_gguf(llama_model(True), tmp_path / "v.gguf", vocab)
     ours = text_tokenizers.tokenizer_from_gguf(gguf.GGUFReader(str(tmp_path / "v.gguf")), "v")
     for text in [*corpus, "Unseen words: zebra quixotic 42.", "  spaces\nand\ttabs  "]:
         expected = bpe.encode(text).ids

@@ -351,17 +351,9 @@ class ConvertConfig:
     injection_scale: float
 
     def __post_init__(self):
-        # Accept "1,6,12" from a command-line override as well as a tuple or list.
-        layer_map = self.layer_map
-        if isinstance(layer_map, str):
-            layer_map = [part for part in layer_map.strip("()[] ").split(",") if part.strip()]
-        try:
-            object.__setattr__(self, "layer_map", tuple(int(i) for i in layer_map))
-        except (TypeError, ValueError):
-            raise ConfigError(
-                f"config field 'convert.layer_map' = {self.layer_map!r} is invalid: allowed "
-                "a sequence of 1-based teacher block numbers, e.g. (1, 6, 12)"
-            ) from None
+        _int_tuple_field(
+            self, "convert", "layer_map", "1-based teacher block numbers, e.g. (1, 6, 12)"
+        )
 
     def validate(self) -> None:
         n = self.teacher_num_layers
@@ -412,6 +404,60 @@ class MeshConfig:
         return tuple(sizes)
 
 
+def _int_tuple_field(section, section_name: str, field: str, allowed: str) -> None:
+    """Normalises a tuple-of-ints field in place: a tuple, a list, one int, or "1,6,12"
+    (how a command-line override arrives)."""
+    value = getattr(section, field)
+    parts = value
+    if isinstance(value, str):
+        parts = [part for part in value.strip("()[] ").split(",") if part.strip()]
+    elif isinstance(value, int):
+        parts = [value]
+    try:
+        object.__setattr__(section, field, tuple(int(i) for i in parts))
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"config field '{section_name}.{field}' = {value!r} is invalid: allowed a "
+            f"sequence of {allowed}"
+        ) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """--mode=eval: validation NELBO, costs, then samples scored by a scorer LM."""
+
+    budgets: tuple[int, ...]  # block passes to sample at; () = likelihood and costs only
+    budget_steps: tuple[int, ...]  # denoising steps per budget; () = sample.budget_steps
+    num_samples: int  # per budget
+    scorer: str  # "smollm2", a .gguf file, a Hugging Face folder, or "none"
+    scorer_batch_size: int
+    report: str  # the report is <workdir>/<report>_step<N>.json
+
+    def __post_init__(self):
+        _int_tuple_field(self, "eval", "budgets", "block-pass budgets, e.g. (32, 64)")
+        _int_tuple_field(self, "eval", "budget_steps", "step counts, one per budget")
+
+    def validate(self) -> None:
+        _check(all(b >= 1 for b in self.budgets), "eval.budgets", self.budgets, "positive budgets")
+        _check(
+            len(self.budget_steps) in (0, len(self.budgets))
+            and all(t >= 1 for t in self.budget_steps),
+            "eval.budget_steps",
+            self.budget_steps,
+            f"() or {len(self.budgets)} positive step counts (one per budget)",
+        )
+        _check(self.num_samples >= 1, "eval.num_samples", self.num_samples, ">= 1")
+        _check(
+            self.scorer_batch_size >= 1, "eval.scorer_batch_size", self.scorer_batch_size, ">= 1"
+        )
+        _check(
+            bool(self.report) and "/" not in self.report and self.report == self.report.strip(),
+            "eval.report",
+            self.report,
+            "a file-name stem without '/'",
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     model: ModelConfig
@@ -423,6 +469,7 @@ class Config:
     sample: SampleConfig
     stage: StageConfig
     convert: ConvertConfig
+    eval: EvalConfig
     mesh: MeshConfig
 
     def validate(self) -> None:
@@ -457,6 +504,7 @@ _SECTIONS = {
     "sample": SampleConfig,
     "stage": StageConfig,
     "convert": ConvertConfig,
+    "eval": EvalConfig,
     "mesh": MeshConfig,
 }
 

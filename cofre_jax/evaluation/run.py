@@ -1,0 +1,195 @@
+"""--mode=eval on one checkpoint: validation NELBO, compiled costs, and per budget the
+samples' generative perplexity under the scorer LM and their unigram entropy.
+
+The report (<workdir>/<eval.report>_step<N>.json) is rewritten after every part, so an
+interrupted evaluation resumes at the first budget it had not finished. Parts are reused
+only when the settings that produced them (sample, eval and solver fields, checkpoint
+step) are unchanged; otherwise the report starts over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from cofre_jax import generate, sharding
+from cofre_jax.config.typed import Config
+from cofre_jax.evaluation import scorer as scorer_lib
+from cofre_jax.models import count_params
+
+
+def _settings(config: Config, step: int) -> dict[str, Any]:
+    ev = dataclasses.asdict(config.eval)
+    ev.pop("report")
+    return {
+        "checkpoint_step": step,
+        "eval": ev,
+        "sample": dataclasses.asdict(config.sample),
+        "fixed_point": dataclasses.asdict(config.fixed_point),
+        "seq_len": config.data.seq_len,
+    }
+
+
+def _jsonable(x):
+    return json.loads(json.dumps(x))  # tuples -> lists, as they come back from disk
+
+
+def _compiled(lowered) -> dict[str, float]:
+    compiled = lowered.compile()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    mem = compiled.memory_analysis()
+    return {
+        "flops": float(cost.get("flops", float("nan"))),
+        "temp_bytes": int(mem.temp_size_in_bytes),
+        "argument_bytes": int(mem.argument_size_in_bytes),
+    }
+
+
+def compiled_costs(trainer, params, num_samples: int) -> dict[str, Any]:
+    """Parameters, and XLA's FLOPs and bytes of the compiled train step and of one
+    denoising network call on `num_samples` sequences."""
+    cfg = trainer.config
+    L = cfg.data.seq_len
+    batch = {
+        "tokens": jax.ShapeDtypeStruct(
+            (cfg.train.batch_size, L), jnp.int32, sharding=sharding.batch_sharding(trainer.mesh)
+        )
+    }
+    z_BxL = jax.ShapeDtypeStruct((num_samples, L), jnp.int32)
+    sigma_B = jax.ShapeDtypeStruct((num_samples,), jnp.float32)
+    call = jax.jit(lambda p, z, s: trainer.apply_fn(p, z, s, train=False))
+    return {
+        "params": count_params(params),
+        "train_step": _compiled(trainer.lower_train_step(trainer.abstract_state, batch)),
+        "denoiser_call": _compiled(call.lower(params, z_BxL, sigma_B)),
+        "note": "XLA's cost_analysis counts a while-loop body once, so FP-MDLM FLOPs "
+        "here are those of one fixed-point iteration; block passes are the exact count",
+    }
+
+
+def _sample_and_score(config, trainer, params, tokenizer, get_scorer, budget, steps, log):
+    ev = config.eval
+    plan = generate.sample_plan(config, budget, steps)
+    start = time.perf_counter()
+    drawn = generate.draw_samples(config, trainer, params, plan, ev.num_samples, config.sample.seed)
+    sampling_s = time.perf_counter() - start
+    texts = [tokenizer.decode([int(t) for t in row]) for row in drawn.tokens_BxL]
+    entropy_B = scorer_lib.unigram_entropy(drawn.tokens_BxL, [config.model.mask_id])
+    entry = {
+        "budget": plan.budget,
+        "steps": plan.steps,
+        "planned_iterations_per_step": list(plan.iterations_T),
+        "block_passes_used": drawn.block_passes,
+        "entropy": float(entropy_B.mean()),
+        "entropy_per_sample": entropy_B.tolist(),
+        "sampling_seconds": sampling_s,
+        **{k: v for k, v in drawn.details.items() if k != "block_passes_per_sequence"},
+    }
+    if config.eval.scorer != "none":
+        start = time.perf_counter()
+        entry.update(
+            scorer_lib.generative_perplexity(
+                get_scorer(),
+                texts,
+                max_length=config.data.seq_len,
+                batch_size=config.eval.scorer_batch_size,
+            )
+        )
+        entry["scoring_seconds"] = time.perf_counter() - start
+    entry["samples"] = texts
+    gen = f"gen PPL {entry['gen_ppl']:.1f}, " if "gen_ppl" in entry else ""
+    log(
+        f"budget {plan.budget} ({plan.steps} steps): {gen}entropy {entry['entropy']:.3f}, "
+        f"{drawn.block_passes} block passes, sampled in {sampling_s:.1f}s"
+    )
+    return entry
+
+
+def evaluate_checkpoint(
+    config: Config,
+    workdir: str,
+    make_eval_batches: Callable[[], list],
+    tokenizer,
+    log: Callable[[str], None] = print,
+) -> tuple[dict[str, Any], str]:
+    """Runs (or resumes) the evaluation of the latest checkpoint; returns (report, path)."""
+    from cofre_jax import train
+
+    trainer, params, step = train.restore_params(config, workdir)
+    path = os.path.join(workdir, f"{config.eval.report}_step{step}.json")
+    settings = _jsonable(_settings(config, step))
+    report: dict[str, Any] = {"step": step, "settings": settings, "budgets": {}}
+    if os.path.exists(path):
+        with open(path) as f:
+            previous = json.load(f)
+        if previous.get("settings") == settings:
+            report = previous
+            log(f"resuming {path}")
+        else:
+            log(f"{path} was made with other settings: starting over")
+
+    def save():
+        train.write_json(path, report)
+
+    if "likelihood" not in report:
+        log(f"validation NELBO on {config.train.eval_batches} batches")
+        metrics = trainer.evaluate(params, make_eval_batches())
+        report["likelihood"] = {
+            "split": "validation",
+            "batches": config.train.eval_batches,
+            **metrics,
+        }
+        save()
+    if "costs" not in report:
+        report["costs"] = compiled_costs(trainer, params, config.eval.num_samples)
+        save()
+    loaded: dict[str, Any] = {}
+
+    def get_scorer():
+        if "scorer" not in loaded:
+            log(f"loading scorer {config.eval.scorer!r}")
+            loaded["scorer"] = scorer_lib.load_scorer(config.eval.scorer, config.data)
+            s = loaded["scorer"]
+            report["scorer"] = {
+                "name": s.name,
+                "family": s.family,
+                "params": s.num_params,
+                "context": s.context,
+            }
+        return loaded["scorer"]
+
+    ev = config.eval
+    steps_per_budget = ev.budget_steps or (None,) * len(ev.budgets)
+    for done, (budget, steps) in enumerate(zip(ev.budgets, steps_per_budget)):
+        if str(budget) in report["budgets"]:
+            continue
+        log(f"[{done + 1}/{len(ev.budgets)}] sampling {ev.num_samples} at budget {budget}")
+        report["budgets"][str(budget)] = _sample_and_score(
+            config, trainer, params, tokenizer, get_scorer, budget, steps, log
+        )
+        save()
+    return report, path
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    like = report["likelihood"]
+    lines = [
+        f"step: {report['step']}",
+        f"val nats/token {like['nats_per_token']:.4f}, bits/token {like['bits_per_token']:.4f}, "
+        f"PPL {like['perplexity']:.3f}",
+        f"params: {report['costs']['params']}",
+    ]
+    for budget, entry in report["budgets"].items():
+        gen = f"gen PPL {entry['gen_ppl']:.2f}  " if "gen_ppl" in entry else ""
+        lines.append(f"budget {budget}: {gen}entropy {entry['entropy']:.3f}")
+    if "scorer" in report:
+        lines.append(f"scorer: {report['scorer']['name']} ({report['scorer']['params']} params)")
+    return lines
