@@ -7,7 +7,7 @@ MAIN := $(PY) -m cofre_jax.main
 # Two workers, one test file each (module fixtures are built once per file).
 PYTEST_ARGS ?= -n 2 --dist loadfile
 
-.PHONY: setup run run-mdlm convert test lint format clean
+.PHONY: setup run run-mdlm convert quality test lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ run-mdlm: setup
 convert: run-mdlm
 	$(MAIN) --config=configs/quickstart_convert.py --workdir=runs/quickstart_convert --mode=convert
 	$(MAIN) --config=configs/quickstart_convert.py --workdir=runs/quickstart_convert --mode=sample
+
+# MDLM vs FP-MDLM vs FP + L_CONS vs CoFRe: gen PPL and entropy per budget at quickstart
+# scale, equal training compute (about 1.5 h on 2 CPU cores; resumable).
+quality: setup
+	$(PY) benchmarks/quality_vs_budget.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -258,6 +258,25 @@ def _markdown(out: dict) -> list[str]:
         lines.append(
             f"| {b} ({published}) | {out['steps_per_budget'][b]} | " + " | ".join(cells) + " |"
         )
+    lines += [
+        "",
+        "Scorer NLL per byte of the scored sample text (nats; lower is better). Unlike gen PPL "
+        "it does not depend on how the scorer splits the text: character soup tokenises into "
+        "single characters, each cheap to predict, so its per-token PPL can look good.",
+        "",
+        "| budget | " + " | ".join(methods) + " |",
+        "|---|" + "---|" * len(methods),
+    ]
+    for b in out["budgets"]:
+        cells = [
+            f"{results[m]['budgets'][b].get('gen_nll_per_byte', float('nan')):.3f}" for m in methods
+        ]
+        lines.append(f"| {b} | " + " | ".join(cells) + " |")
+    largest = list(out["budgets"])[-1]
+    lines += ["", f"First sample of each method at budget {largest}:", ""]
+    for m in methods:
+        text = results[m]["budgets"][largest]["first_sample"].replace("\n", " ").replace("|", "/")
+        lines.append(f"- {m}: `{text}`")
     ratios = out["cost_ratios_vs_mdlm"]
     mem = ratios["train_step_memory (temp + arguments, compiled)"]
     lines += [

@@ -42,4 +42,10 @@ def get_config():
 
     cfg.sample.num_samples = 4
     cfg.sample.steps = 128
+
+    # --mode=eval samples at the published budgets scaled to 4 blocks (96 and 384 block
+    # passes at 12 blocks, DESIGN §2.8) and scores them with SmolLM2-135M (offline).
+    cfg.eval.budgets = (32, 128)
+    cfg.eval.budget_steps = (8, 32)
+    cfg.eval.num_samples = 16
     return cfg

@@ -24,6 +24,9 @@ TINY_FLAGS = [
     "--config.train.eval_batches=2",
     "--config.sample.num_samples=2",
     "--config.sample.steps=16",
+    "--config.eval.budgets=()",
+    "--config.eval.budget_steps=()",
+    "--config.eval.scorer=none",
 ]
 
 

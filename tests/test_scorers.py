@@ -111,7 +111,12 @@ class _Uniform:
     def __init__(self, V, eos_id=0, context=8):
         logits_fn = lambda params, tokens_BxS: jnp.zeros((*tokens_BxS.shape, V))  # noqa: E731
         tokenizer = type(
-            "Ids", (), {"encode": staticmethod(lambda text: [int(t) for t in text.split()])}
+            "Ids",
+            (),
+            {
+                "encode": staticmethod(lambda text: [int(t) for t in text.split()]),
+                "decode": staticmethod(lambda ids: "".join(f"<{i}>" for i in ids)),
+            },
         )
         self.scorer = scorer.Scorer("uniform", "test", {}, logits_fn, tokenizer, eos_id, context, 0)
 
@@ -120,6 +125,8 @@ def test_gen_ppl_of_a_uniform_scorer_is_the_vocabulary_size():
     s = _Uniform(V=50).scorer
     out = scorer.generative_perplexity(s, ["1 2 3 4 5", "7 8 9"], max_length=100, batch_size=4)
     assert out["scored_tokens"] == 4 + 2
+    # Scored bytes are those of the decoded tokens after each chunk's first: <2><3><4><5>, <8><9>.
+    np.testing.assert_allclose(out["gen_nll_per_byte"], 6 * np.log(50.0) / (4 * 3 + 2 * 3), 1e-6)
     # Per-token log-probs are float32 (summed in float64), hence float32's tolerance.
     np.testing.assert_allclose(out["gen_ppl"], 50.0, rtol=1e-6)
     np.testing.assert_allclose(out["gen_nll_per_token"], np.log(50.0), rtol=1e-6)

@@ -43,6 +43,9 @@ def tiny_config(corpus_path: str, **overrides):
     cfg.optim.warmup_steps = 2
     cfg.sample.num_samples = 2
     cfg.sample.steps = 8
+    cfg.eval.budgets = ()  # likelihood only unless a test asks for samples
+    cfg.eval.budget_steps = ()
+    cfg.eval.scorer = "none"
     for dotted, value in overrides.items():
         section, key = dotted.split("__")
         cfg[section][key] = value

@@ -188,7 +188,9 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         f"params: {report['costs']['params']}",
     ]
     for budget, entry in report["budgets"].items():
-        gen = f"gen PPL {entry['gen_ppl']:.2f}  " if "gen_ppl" in entry else ""
+        gen = ""
+        if "gen_ppl" in entry:
+            gen = f"gen PPL {entry['gen_ppl']:.2f} ({entry['gen_nll_per_byte']:.3f} nats/byte)  "
         lines.append(f"budget {budget}: {gen}entropy {entry['entropy']:.3f}")
     if "scorer" in report:
         lines.append(f"scorer: {report['scorer']['name']} ({report['scorer']['params']} params)")

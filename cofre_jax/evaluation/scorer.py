@@ -141,7 +141,7 @@ def generative_perplexity(
         for c in _chunks(scorer.tokenizer.encode(text), max_length, scorer.context)
     ]
     chunks = [c for c in chunks if len(c) >= 2]  # a single token has nothing to predict
-    nll_sum, count = 0.0, 0
+    nll_sum, count, scored_bytes = 0.0, 0, 0
     per_text_tokens = [len(scorer.tokenizer.encode(t)) for t in texts]
     for start in range(0, len(chunks), batch_size):
         batch = chunks[start : start + batch_size]
@@ -157,10 +157,14 @@ def generative_perplexity(
         )
         nll_sum -= float(np.sum(logp_BxS1[mask_BxS1]))
         count += int(mask_BxS1.sum())
+        scored_bytes += sum(len(scorer.tokenizer.decode(c[1:]).encode()) for c in batch)
     return {
         "gen_ppl": float(np.exp(nll_sum / count)) if count else float("nan"),
         "gen_nll_per_token": nll_sum / count if count else float("nan"),
         "scored_tokens": count,
+        # Per byte of the scored text: comparable across scorer tokenizations (text that
+        # tokenises into single characters has a low per-token NLL, not a low per-byte one).
+        "gen_nll_per_byte": nll_sum / scored_bytes if scored_bytes else float("nan"),
         "texts": len(texts),
         "mean_scorer_tokens_per_text": float(np.mean(per_text_tokens)) if texts else 0.0,
     }

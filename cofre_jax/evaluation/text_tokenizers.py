@@ -22,6 +22,8 @@ class TextTokenizer(Protocol):
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]: ...
 
+    def decode(self, ids: Sequence[int]) -> str: ...
+
 
 class HFTokenizer:
     """A `tokenizers.Tokenizer`, encoding plain text (no BOS/EOS added)."""
