@@ -44,6 +44,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from cofre_jax import fixed_point, sharding, train  # noqa: E402
 from cofre_jax.config.typed import from_config_dict  # noqa: E402
+from cofre_jax.evaluation.costs import compiled_stats  # noqa: E402
 from cofre_jax.models import count_params  # noqa: E402
 from cofre_jax.models.fp_mdlm import make_block_fn  # noqa: E402
 from cofre_jax.models.layers import DiTBlock, FinalLayer, rotary_tables  # noqa: E402
@@ -59,18 +60,12 @@ MEAN_GRAD = 4.5  # E[N_g], N_g ~ U{3..6}
 
 
 def _cost(compiled) -> float:
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list | tuple) else cost
-    return float(cost.get("flops", float("nan")))
+    return compiled_stats(compiled)["flops"]
 
 
 def _mem(compiled) -> dict[str, int]:
-    mem = compiled.memory_analysis()
-    return {
-        "temp_bytes": int(mem.temp_size_in_bytes),
-        "argument_bytes": int(mem.argument_size_in_bytes),
-        "output_bytes": int(mem.output_size_in_bytes),
-    }
+    stats = compiled_stats(compiled)
+    return {k: v for k, v in stats.items() if k.endswith("bytes")}
 
 
 @contextlib.contextmanager

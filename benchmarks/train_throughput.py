@@ -26,6 +26,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from cofre_jax import sharding, train  # noqa: E402
 from cofre_jax.config.typed import from_config_dict  # noqa: E402
+from cofre_jax.evaluation.costs import compiled_stats  # noqa: E402
 from configs import owt_mdlm  # noqa: E402
 from configs import quickstart_mdlm as quickstart  # noqa: E402  (the MDLM baseline)
 
@@ -60,16 +61,8 @@ def _matmul_peak(n: int, repeats: int) -> float:
 
 
 def _compiled_stats(trainer, state, batch) -> dict:
-    compiled = trainer.train_step.lower(state, batch).compile()
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list | tuple) else cost
-    mem = compiled.memory_analysis()
-    return {
-        "flops_per_step": float(cost.get("flops", float("nan"))),
-        "temp_bytes": int(mem.temp_size_in_bytes),
-        "argument_bytes": int(mem.argument_size_in_bytes),
-        "output_bytes": int(mem.output_size_in_bytes),
-    }
+    stats = compiled_stats(trainer.lower_train_step(state, batch).compile())
+    return {"flops_per_step": stats.pop("flops"), **stats}
 
 
 def main() -> None:

@@ -99,6 +99,32 @@ def llama_logits(params: dict[str, Any], tokens_BxS, cfg: LlamaConfig):
     return h_BxSxD @ params["lm_head_DxV"]
 
 
+# Our per-layer names -> (Hugging Face name, GGUF name). Matrices are stored [out, in]
+# by both and used [in, out] here; GGUF's Q and K rows are also permuted (unpermute_qk).
+_LAYER_NAMES = {
+    "attn_norm_D": ("input_layernorm.weight", "attn_norm.weight"),
+    "wq_DxHE": ("self_attn.q_proj.weight", "attn_q.weight"),
+    "wk_DxKE": ("self_attn.k_proj.weight", "attn_k.weight"),
+    "wv_DxKE": ("self_attn.v_proj.weight", "attn_v.weight"),
+    "wo_HExD": ("self_attn.o_proj.weight", "attn_output.weight"),
+    "ffn_norm_D": ("post_attention_layernorm.weight", "ffn_norm.weight"),
+    "w_gate_DxF": ("mlp.gate_proj.weight", "ffn_gate.weight"),
+    "w_up_DxF": ("mlp.up_proj.weight", "ffn_up.weight"),
+    "w_down_FxD": ("mlp.down_proj.weight", "ffn_down.weight"),
+}
+
+
+def _layer(get, layout: str, unpermute_heads: dict[str, int] | None = None) -> dict:
+    column = {"hf": 0, "gguf": 1}[layout]
+    out = {}
+    for ours, names in _LAYER_NAMES.items():
+        w = get(names[column])
+        if ours in (unpermute_heads or {}):
+            w = unpermute_qk(w, unpermute_heads[ours])
+        out[ours] = w if w.ndim == 1 else w.T
+    return out
+
+
 def _stack_layers(per_layer: list[dict[str, np.ndarray]]) -> dict[str, jnp.ndarray]:
     return {name: jnp.asarray(np.stack([p[name] for p in per_layer])) for name in per_layer[0]}
 
@@ -135,22 +161,7 @@ def load_hf_llama(folder: str) -> tuple[LlamaConfig, dict[str, Any]]:
             raise ScorerLoadError(f"{folder}: weight {name!r} missing (is it a Llama model?)")
         return np.asarray(w[name], np.float32)
 
-    per_layer = []
-    for i in range(cfg.num_layers):
-        pre = f"layers.{i}."
-        per_layer.append(
-            {
-                "attn_norm_D": get(pre + "input_layernorm.weight"),
-                "wq_DxHE": get(pre + "self_attn.q_proj.weight").T,
-                "wk_DxKE": get(pre + "self_attn.k_proj.weight").T,
-                "wv_DxKE": get(pre + "self_attn.v_proj.weight").T,
-                "wo_HExD": get(pre + "self_attn.o_proj.weight").T,
-                "ffn_norm_D": get(pre + "post_attention_layernorm.weight"),
-                "w_gate_DxF": get(pre + "mlp.gate_proj.weight").T,
-                "w_up_DxF": get(pre + "mlp.up_proj.weight").T,
-                "w_down_FxD": get(pre + "mlp.down_proj.weight").T,
-            }
-        )
+    per_layer = [_layer(lambda n, i=i: get(f"layers.{i}.{n}"), "hf") for i in range(cfg.num_layers)]
     embed = get("embed_tokens.weight")
     head = get("lm_head.weight").T if "lm_head.weight" in w else None  # None: tied
     return cfg, _params(embed, get("norm.weight"), head, per_layer)
@@ -213,21 +224,10 @@ def load_gguf_llama(path: str, reader=None) -> tuple[LlamaConfig, dict[str, Any]
         rope_theta=float(gguf_field(reader, "llama.rope.freq_base", 10000.0)),
         max_positions=int(gguf_field(reader, "llama.context_length", 2048)),
     )
-    per_layer = []
-    for i in range(cfg.num_layers):
-        pre = f"blk.{i}."
-        per_layer.append(
-            {
-                "attn_norm_D": get(pre + "attn_norm.weight"),
-                "wq_DxHE": unpermute_qk(get(pre + "attn_q.weight"), num_heads).T,
-                "wk_DxKE": unpermute_qk(get(pre + "attn_k.weight"), num_kv_heads).T,
-                "wv_DxKE": get(pre + "attn_v.weight").T,
-                "wo_HExD": get(pre + "attn_output.weight").T,
-                "ffn_norm_D": get(pre + "ffn_norm.weight"),
-                "w_gate_DxF": get(pre + "ffn_gate.weight").T,
-                "w_up_DxF": get(pre + "ffn_up.weight").T,
-                "w_down_FxD": get(pre + "ffn_down.weight").T,
-            }
-        )
+    heads = {"wq_DxHE": num_heads, "wk_DxKE": num_kv_heads}
+    per_layer = [
+        _layer(lambda n, i=i: get(f"blk.{i}.{n}"), "gguf", unpermute_heads=heads)
+        for i in range(cfg.num_layers)
+    ]
     head = get("output.weight").T if "output.weight" in tensors else None  # None: tied
     return cfg, _params(embed, get("output_norm.weight"), head, per_layer)

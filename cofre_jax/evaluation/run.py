@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from cofre_jax import generate, sharding
 from cofre_jax.config.typed import Config
 from cofre_jax.evaluation import scorer as scorer_lib
+from cofre_jax.evaluation.costs import compiled_stats
 from cofre_jax.models import count_params
 
 
@@ -41,18 +42,6 @@ def _jsonable(x):
     return json.loads(json.dumps(x))  # tuples -> lists, as they come back from disk
 
 
-def _compiled(lowered) -> dict[str, float]:
-    compiled = lowered.compile()
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list | tuple) else cost
-    mem = compiled.memory_analysis()
-    return {
-        "flops": float(cost.get("flops", float("nan"))),
-        "temp_bytes": int(mem.temp_size_in_bytes),
-        "argument_bytes": int(mem.argument_size_in_bytes),
-    }
-
-
 def compiled_costs(trainer, params, num_samples: int) -> dict[str, Any]:
     """Parameters, and XLA's FLOPs and bytes of the compiled train step and of one
     denoising network call on `num_samples` sequences."""
@@ -68,8 +57,10 @@ def compiled_costs(trainer, params, num_samples: int) -> dict[str, Any]:
     call = jax.jit(lambda p, z, s: trainer.apply_fn(p, z, s, train=False))
     return {
         "params": count_params(params),
-        "train_step": _compiled(trainer.lower_train_step(trainer.abstract_state, batch)),
-        "denoiser_call": _compiled(call.lower(params, z_BxL, sigma_B)),
+        "train_step": compiled_stats(
+            trainer.lower_train_step(trainer.abstract_state, batch).compile()
+        ),
+        "denoiser_call": compiled_stats(call.lower(params, z_BxL, sigma_B).compile()),
         "note": "XLA's cost_analysis counts a while-loop body once, so FP-MDLM FLOPs "
         "here are those of one fixed-point iteration; block passes are the exact count",
     }
