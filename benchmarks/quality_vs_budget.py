@@ -155,8 +155,15 @@ def _eval_overrides(warm_start: str | None, num_samples: int, scorer: str) -> li
     return flags + ([f"--config.sample.warm_start={warm_start}"] if warm_start else [])
 
 
-def _report_path(runs: str, run: str, warm_start: str | None, step: int) -> str:
-    return os.path.join(runs, run, f"quality_{warm_start or 'mdlm'}_step{step}.json")
+def _report_path(runs: str, run: str, warm_start: str | None) -> str:
+    """The eval report of the run's latest checkpoint (a stage that stopped early ends
+    before its planned step count)."""
+    stem = f"quality_{warm_start or 'mdlm'}_step"
+    found = [f for f in os.listdir(os.path.join(runs, run)) if f.startswith(stem)]
+    if not found:
+        raise SystemExit(f"no {stem}*.json in {os.path.join(runs, run)}: run --phase=eval")
+    step = max(int(f[len(stem) : -len(".json")]) for f in found)
+    return os.path.join(runs, run, f"{stem}{step}.json")
 
 
 def eval_runs(plan: dict, runs: str, num_samples: int, scorer: str) -> None:
@@ -174,12 +181,16 @@ def _fmt(x: float) -> str:
 def write_report(plan: dict, runs: str, args) -> None:
     results = {}
     for method, (run, warm_start) in METHODS.items():
-        with open(_report_path(runs, run, warm_start, plan["steps"][run])) as f:
+        with open(_report_path(runs, run, warm_start)) as f:
             report = json.load(f)
+        with open(os.path.join(runs, run, "final_metrics.json")) as f:
+            final = json.load(f)
         results[method] = {
             "run": run,
             "warm_start": warm_start,
             "train_steps": plan["steps"][run],
+            "checkpoint_step": report["step"],
+            "early_stopped": bool(final.get("early_stopped", False)),
             "val_nats_per_byte": report["likelihood"]["nats_per_token"],
             "val_perplexity": report["likelihood"]["perplexity"],
             "params": report["costs"]["params"],
@@ -286,11 +297,11 @@ def _markdown(out: dict) -> list[str]:
     ]
     for m in methods:
         r = results[m]
-        steps = (
-            r["train_steps"]
-            if r["run"] != "fp_cons"
-            else f"{plan['steps']['fp_base']} + {r['train_steps']} stage"
-        )
+        steps = str(r["checkpoint_step"])
+        if r["run"] == "fp_cons":
+            steps = f"{plan['steps']['fp_base']} + {steps} stage"
+            if r["early_stopped"]:
+                steps += f" (early stop; {r['train_steps']} planned)"
         lines.append(
             f"| {m} | {steps} | {r['params']:,} | {r['val_nats_per_byte']:.4f} | "
             f"{r['val_perplexity']:.3f} |"

@@ -84,6 +84,23 @@ def hidden_mse(h_s_BxLxD, h_c_BxLxD, masked_BxL) -> jax.Array:
     return _masked_mean(jnp.sum(jnp.square(diff_BxLxD), axis=-1), masked_BxL)
 
 
+def normalized_hidden_mse(h_s_BxLxD, h_c_BxLxD, masked_BxL) -> jax.Array:
+    """hidden_mse of the states standardised over D (a LayerNorm without scale or bias).
+
+    The logits see the post stack's output only through the final LayerNorm, so its
+    scale is free; raw MSE against the model's own stop-gradient states can then grow it
+    without bound (seen in benchmarks/quality_vs_budget: divergence 1e11 by step 100 at
+    lr 2e-4). Standardised states bound the loss by 4 D per position."""
+
+    def standardise(h_BxLxD):
+        h_BxLxD = h_BxLxD.astype(jnp.float32)
+        mean_BxLx1 = jnp.mean(h_BxLxD, axis=-1, keepdims=True)
+        var_BxLx1 = jnp.var(h_BxLxD, axis=-1, keepdims=True)
+        return (h_BxLxD - mean_BxLx1) * jax.lax.rsqrt(var_BxLx1 + 1e-6)
+
+    return hidden_mse(standardise(h_s_BxLxD), standardise(h_c_BxLxD), masked_BxL)
+
+
 def hidden_cosine(h_s_BxLxD, h_c_BxLxD, masked_BxL) -> jax.Array:
     """mean over masked positions of 1 - cos(h_s, h_c)."""
     h_s_BxLxD, h_c_BxLxD = h_s_BxLxD.astype(jnp.float32), h_c_BxLxD.astype(jnp.float32)
@@ -123,6 +140,8 @@ def divergence(
     masked_BxL = z_s_BxL == mask_id
     if kind == "mse":
         return hidden_mse(student.hidden_BxLxD, teacher.hidden_BxLxD, masked_BxL)
+    if kind == "normalized_mse":
+        return normalized_hidden_mse(student.hidden_BxLxD, teacher.hidden_BxLxD, masked_BxL)
     if kind == "cosine":
         return hidden_cosine(student.hidden_BxLxD, teacher.hidden_BxLxD, masked_BxL)
     if kind == "kl":
@@ -135,7 +154,7 @@ def divergence(
             mask_id=mask_id,
             tau=tau,
         )
-    raise ValueError(f"unknown divergence {kind!r}; valid: mse, kl, cosine")
+    raise ValueError(f"unknown divergence {kind!r}; valid: mse, normalized_mse, kl, cosine")
 
 
 def stage_loss(

@@ -227,8 +227,10 @@ def get_config() -> ml_collections.ConfigDict:
     # Teacher time t_c = t_s - gap with gap ~ U[gap_min, gap_max]; masks are nested.
     cfg.stage.gap_min = 0.05
     cfg.stage.gap_max = 0.30
-    # consistency: "mse" on final pre-logit hidden states (published), "kl" between
-    # temperature-scaled predictions, or "cosine" distance of hidden states.
+    # consistency: "mse" on final pre-logit hidden states (published),
+    # "normalized_mse" on the same states standardised over D (bounded: the final
+    # LayerNorm hides their scale from the logits, and raw MSE can inflate it), "kl"
+    # between temperature-scaled predictions, or "cosine" distance of hidden states.
     cfg.stage.divergence = "mse"
     # Temperature tau of the KL terms (scaled by tau^2); distillation always uses KL.
     cfg.stage.temperature = 1.5

@@ -66,6 +66,21 @@ def test_divergences_on_handcrafted_states():
     assert float(cos) == pytest.approx(((1 - 0.8) + 0.0) / 2, abs=1e-6)
 
 
+def test_normalized_mse_ignores_scale_and_is_bounded():
+    key_s, key_c = jax.random.split(jax.random.PRNGKey(3))
+    h_s = jax.random.normal(key_s, (2, 5, 8))
+    h_c = jax.random.normal(key_c, (2, 5, 8))
+    masked = jnp.ones((2, 5), bool)
+    base = float(stages.normalized_hidden_mse(h_s, h_c, masked))
+    # Scaling or shifting a token's state changes nothing; the raw MSE grows with scale.
+    scaled = float(stages.normalized_hidden_mse(1e4 * h_s + 3.0, 0.1 * h_c, masked))
+    assert scaled == pytest.approx(base, rel=1e-4)
+    assert float(stages.hidden_mse(1e4 * h_s, h_c, masked)) > 1e7
+    # Standardised vectors have squared norm D, so the distance is at most 4 D.
+    assert float(stages.normalized_hidden_mse(h_s, -h_s, masked)) == pytest.approx(4 * 8, 1e-4)
+    assert float(stages.normalized_hidden_mse(h_s, h_s, masked)) == pytest.approx(0.0, abs=1e-9)
+
+
 def test_tempered_kl_zero_for_equal_inputs_and_cross_entropy_for_visible():
     logits = jax.random.normal(jax.random.PRNGKey(1), (1, 3, MASK + 1))
     z = jnp.array([[MASK, MASK, 2]])

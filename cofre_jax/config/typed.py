@@ -21,7 +21,7 @@ DATA_SOURCES = ("embedded", "text_files", "hf_folder", "tfds", "owt")
 RAW_SOURCES = ("text_files", "hf_folder", "tfds")
 LR_SCHEDULES = ("constant", "cosine")
 STAGE_KINDS = ("pretrain", "consistency", "distill")
-DIVERGENCES = ("mse", "kl", "cosine")
+DIVERGENCES = ("mse", "normalized_mse", "kl", "cosine")
 # Token ids a tokenizer can emit (BOS and EOS share one id, as in GPT-2). The model
 # appends one MASK id, so model.vocab_size = this + 1.
 TOKENIZER_VOCAB_SIZES = {"gpt2": 50257, "byte": 257}
