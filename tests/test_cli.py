@@ -139,6 +139,9 @@ def converted(trained):
     return workdir, out.stdout
 
 
+# Convert -> stage -> sample through the CLI costs about 4 minutes; the pieces are
+# tested in process (test_convert.py, test_stage_runs.py), so the chain runs with -m slow.
+@pytest.mark.slow
 def test_convert_runs_distillation_from_the_mdlm_run(converted):
     workdir, stdout = converted
     assert "converted" in stdout and "with layer map [1, 2, 2]" in stdout
@@ -150,6 +153,7 @@ def test_convert_runs_distillation_from_the_mdlm_run(converted):
     assert json.loads((workdir / "final_metrics.json").read_text())["step"] == 2
 
 
+@pytest.mark.slow
 def test_consistency_stage_from_converted_run_then_sample(converted):
     fp_workdir, _ = converted
     corpus = fp_workdir.parent / "docs.jsonl"

@@ -9,6 +9,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 import tiny
 
 from cofre_jax import checkpoint
@@ -62,6 +63,8 @@ def _losses(stdout: str) -> list[str]:
     return [line.split(" grad_norm")[0] for line in stdout.splitlines() if line.startswith("step ")]
 
 
+# About 4 minutes on 2 cores (two processes plus the reference run): on demand, -m slow.
+@pytest.mark.slow
 def test_two_processes_equal_one_process(tmp_path):
     corpus = tiny.write_corpus(tmp_path / "docs.jsonl")
     one = subprocess.run(

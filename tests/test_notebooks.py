@@ -65,7 +65,15 @@ def _outputs(nb) -> tuple[str, int]:
     return "".join(text), images
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
+@pytest.mark.parametrize(
+    "name",
+    [
+        # The quick-start notebook repeats the CLI flow of `make run` and takes about two
+        # minutes: on demand (-m slow).
+        pytest.param(n, marks=pytest.mark.slow) if n == "quickstart.ipynb" else n
+        for n in NOTEBOOKS
+    ],
+)
 def test_notebook_runs_headless_on_cpu(name, tmp_path, compile_cache):
     nb = _read(name)
     client = NotebookClient(

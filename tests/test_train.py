@@ -177,6 +177,8 @@ def _checkpoint_steps(workdir) -> list[int]:
     return sorted(int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit())
 
 
+# SIGTERM below covers the exact resume by default; SIGKILL adds 2 minutes: -m slow.
+@pytest.mark.slow
 def test_sigkill_then_rerun_equals_uninterrupted(straight, tmp_path):
     corpus, want = straight
     proc = _interrupt_after_checkpoint(corpus, tmp_path, signal.SIGKILL)
