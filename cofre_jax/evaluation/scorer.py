@@ -135,14 +135,11 @@ def generative_perplexity(
     scorer: Scorer, texts: Sequence[str], *, max_length: int, batch_size: int = 8
 ) -> dict[str, Any]:
     """Gen PPL of `texts` under the scorer, with the totals it is made of."""
-    chunks = [
-        c
-        for text in texts
-        for c in _chunks(scorer.tokenizer.encode(text), max_length, scorer.context)
-    ]
+    encoded = [scorer.tokenizer.encode(text) for text in texts]
+    chunks = [c for ids in encoded for c in _chunks(ids, max_length, scorer.context)]
     chunks = [c for c in chunks if len(c) >= 2]  # a single token has nothing to predict
     nll_sum, count, scored_bytes = 0.0, 0, 0
-    per_text_tokens = [len(scorer.tokenizer.encode(t)) for t in texts]
+    per_text_tokens = [len(ids) for ids in encoded]
     for start in range(0, len(chunks), batch_size):
         batch = chunks[start : start + batch_size]
         longest = max(len(c) for c in batch)
