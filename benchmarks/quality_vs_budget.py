@@ -1,35 +1,35 @@
-"""Sample quality against the block-pass budget: MDLM, FP-MDLM, FP + L_CONS and CoFRe.
+"""The published text comparison (docs/method.md §2.8) at a faithful small scale, scored
+by an exact likelihood.
 
-The published comparison (DESIGN §2.8) at a scale this machine can run: the quickstart
-width (D=128, byte tokens, seq 128) on the embedded Wikipedia corpus.
+Corpus: the synthetic sparse-HMM corpus (cofre_jax/data/synthetic.py), whose true
+likelihood is computable, so a sample's quality is its true NLL per token and the
+measure is the excess of that NLL over the corpus's entropy (0 = as good as the
+generator). Models keep the published depths, scaled down only in width, row length
+and steps: a 12-block MDLM (configs/synthetic_mdlm.py) against FP-MDLM 1/1/1
+(configs/synthetic.py), both trained for the same number of steps on the same batches
+(the published protocol), then the consistency stage from each
+(configs/synthetic_cofre.py, configs/synthetic_mdlm_cons.py). Budgets are the published
+96/192/384/768 block passes, unscaled: MDLM spends them in 8/16/32/64 steps; every FP
+method is swept over the split between steps and iterations (mean iterations per step
+N in ITERATIONS, T = budget // (2 + N) steps, decreasing schedule), and the best split
+is reported next to the whole sweep.
 
-1. plan:  train-step times of the three training recipes, measured side by side in
-          this process (medians of interleaved steps), fix the step counts that give
-          every method the same training compute (in seconds of MDLM steps). Stored
-          in <runs>/plan.json and reused, so a resumed benchmark trains the same runs.
-2. train: through the CLI, each run resumable:
-          mdlm     configs/quickstart_mdlm.py (4 blocks) at batch 16;
-          fp_mdlm  configs/quickstart.py (1/1/1 blocks, SJFB);
-          fp_base + fp_cons  the same FP-MDLM trained for fewer steps, then the
-                   consistency stage (configs/quickstart_cofre.py) from it, so that
-                   base + stage cost what fp_mdlm costs.
-3. eval:  `--mode=eval` on each run: validation NELBO, then samples at every budget,
-          scored by the offline scorer LM (SmolLM2-135M GGUF, DESIGN §4). FP-MDLM and
-          FP + L_CONS sample with a cold solver start; CoFRe is the fp_cons weights
-          sampled with 3SR. Each budget's result is saved as it finishes.
+Phases (each resumable; the JSON under <runs>/ keeps what is done):
+1. costs: FP/MDLM train-step wall time (interleaved medians, this process), compiled
+   temp memory and FLOPs (scans unrolled so FLOPs count every iteration).
+2. train: the four runs through the CLI (each resumes from its checkpoints).
+3. eval: per run, validation NELBO per symbol against the entropy; per method, budget
+   and split, `--num-samples` samples scored by the oracle, saved after each cell.
 4. report: benchmarks/results/quality_vs_budget.{json,md,png}.
 
-Budgets are the published 96/192/384/768 block passes scaled by depth 4/12 (the MDLM
-here has 4 blocks, the published one 12): 32/64/128/256, spent in 8/16/32/64 denoising
-steps by every method (the published MDLM step counts).
-
-    python benchmarks/quality_vs_budget.py            # all phases, resumable
-    python benchmarks/quality_vs_budget.py --phase=report
+    python benchmarks/quality_vs_budget.py                 # all phases (make quality)
+    python benchmarks/quality_vs_budget.py --phase=report  # tables and plot only
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -40,27 +40,35 @@ import jax
 
 sys.path.insert(0, os.path.dirname(__file__))
 from fp_vs_mdlm_cost import compile_step  # noqa: E402
-from quickstart_compare import ROOT, run_cli, step_times, typed_config  # noqa: E402
+from quickstart_compare import ROOT, run_cli, step_times  # noqa: E402
 
-from cofre_jax import train  # noqa: E402
+from cofre_jax import generate, train  # noqa: E402
+from cofre_jax.config.typed import from_config_dict  # noqa: E402
+from cofre_jax.data import pipeline, synthetic  # noqa: E402
+from cofre_jax.data.tokenizers import make_tokenizer  # noqa: E402
+from cofre_jax.evaluation import oracle  # noqa: E402
 from cofre_jax.models import count_params  # noqa: E402
+from configs import synthetic as synthetic_fp  # noqa: E402
+from configs import synthetic_cofre, synthetic_mdlm, synthetic_mdlm_cons  # noqa: E402
 
-PUBLISHED_BUDGETS = (96, 192, 384, 768)
-PUBLISHED_DEPTH, DEPTH = 12, 4
-BUDGETS = tuple(b * DEPTH // PUBLISHED_DEPTH for b in PUBLISHED_BUDGETS)
-STEPS = tuple(b // DEPTH for b in BUDGETS)  # the published MDLM step counts: 8..64
-BATCH = 16
-METHODS = {  # name -> (run, warm start of the FP solver while sampling)
-    "MDLM": ("mdlm", None),
-    "FP-MDLM": ("fp_mdlm", "cold"),
-    "FP + L_CONS": ("fp_cons", "cold"),
-    "CoFRe": ("fp_cons", "3sr"),
+BUDGETS = (96, 192, 384, 768)
+ITERATIONS = (10, 6, 4)  # mean fixed-point iterations per step of the FP sweep
+# run -> (config module, config file, the run its stage starts from)
+RUNS = {
+    "mdlm": (synthetic_mdlm, "configs/synthetic_mdlm.py", None),
+    "fp_mdlm": (synthetic_fp, "configs/synthetic.py", None),
+    "fp_cons": (synthetic_cofre, "configs/synthetic_cofre.py", "fp_mdlm"),
+    "mdlm_cons": (synthetic_mdlm_cons, "configs/synthetic_mdlm_cons.py", "mdlm"),
 }
-CONFIG_FILES = {
-    "mdlm": "configs/quickstart_mdlm.py",
-    "fp_mdlm": "configs/quickstart.py",
-    "fp_base": "configs/quickstart.py",
-    "fp_cons": "configs/quickstart_cofre.py",
+# method -> (run, FP warm start or None for MDLM, sample-section overrides)
+METHODS = {
+    "MDLM": ("mdlm", None, {}),
+    "FP-MDLM": ("fp_mdlm", "cold", {}),
+    "FP + reuse": ("fp_mdlm", "reuse", {}),
+    "FP + L_CONS": ("fp_cons", "cold", {}),
+    "CoFRe": ("fp_cons", "3sr", {}),
+    "CoFRe + adaptive": ("fp_cons", "3sr", {"adaptive_tol": 0.01}),
+    "MDLM + L_CONS": ("mdlm_cons", None, {}),
 }
 
 
@@ -68,317 +76,297 @@ def log(message: str) -> None:
     print(f"[quality_vs_budget {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def _round(steps: float, to: int = 10) -> int:
-    return max(to, int(round(steps / to)) * to)
+def _overrides(run: str, runs: str) -> list[str]:
+    parent = RUNS[run][2]
+    return [f"--config.stage.init_from={os.path.join(runs, parent)}"] if parent else []
 
 
-def _train_overrides(run: str, steps: int, runs: str) -> list[str]:
-    every = max(10, steps // 4)
-    flags = [
-        f"--config.train.batch_size={BATCH}",
-        f"--config.train.num_steps={steps}",
-        f"--config.train.log_every={max(10, steps // 10)}",
-        f"--config.train.checkpoint_every={every}",
-        f"--config.train.eval_every={every if run == 'fp_cons' else steps}",
-    ]
-    if run == "fp_cons":
-        flags += [
-            f"--config.stage.init_from={os.path.join(runs, 'fp_base')}",
-            f"--config.stage.lambda_warmup_steps={max(1, steps // 2)}",
-        ]
-    return flags
+def run_config(run: str, runs: str):
+    cfg = RUNS[run][0].get_config()
+    if RUNS[run][2]:
+        cfg.stage.init_from = os.path.join(runs, RUNS[run][2])
+    return from_config_dict(cfg)
 
 
-def make_plan(runs: str, mdlm_steps: int, stage_steps: int, rounds: int) -> dict:
-    """Step counts with equal training compute, from side-by-side step times."""
-    path = os.path.join(runs, "plan.json")
+def _load(path: str, default):
     if os.path.exists(path):
         with open(path) as f:
-            plan = json.load(f)
-        log(f"plan from {path}: {plan['steps']}")
-        return plan
-    log("timing the train steps of MDLM, FP-MDLM and the consistency stage side by side")
-    configs = {}
-    for run in ("mdlm", "fp_mdlm", "fp_cons"):
-        overrides = _train_overrides(run, 100, runs)
-        configs[run] = (typed_config(CONFIG_FILES[run], overrides), "train")
-    seconds = step_times(configs, rounds)
-    ratio = {run: s / seconds["mdlm"] for run, s in seconds.items()}
-    compute = mdlm_steps  # in MDLM steps
-    fp_steps = _round(compute / ratio["fp_mdlm"])
-    base_steps = _round(
-        compute / ratio["fp_mdlm"] - stage_steps * ratio["fp_cons"] / ratio["fp_mdlm"]
-    )
-    steps = {"mdlm": mdlm_steps, "fp_mdlm": fp_steps, "fp_base": base_steps, "fp_cons": stage_steps}
-    costs = {
-        "mdlm": steps["mdlm"],
-        "fp_mdlm": steps["fp_mdlm"] * ratio["fp_mdlm"],
-        "fp_base + fp_cons": steps["fp_base"] * ratio["fp_mdlm"] + stage_steps * ratio["fp_cons"],
-    }
-    memory, params = {}, {}
-    for run, (config, _) in configs.items():
+            return json.load(f)
+    return default
+
+
+def phase_costs(runs: str, rounds: int) -> dict:
+    path = os.path.join(runs, "costs.json")
+    if os.path.exists(path):
+        return _load(path, {})
+    configs = {name: run_config(name, runs) for name in ("mdlm", "fp_mdlm")}
+    log(f"timing train steps side by side ({rounds} interleaved rounds)")
+    times = step_times({n: (c, "train") for n, c in configs.items()}, rounds)
+    compiled, params = {}, {}
+    for name, config in configs.items():
         trainer = train.Trainer(config)
-        params[run] = count_params(trainer.abstract_state.params)
-        memory[run] = compile_step(trainer)
-    plan = {
-        "median_step_seconds": seconds,
-        "step_time_vs_mdlm": ratio,
-        "timing_rounds": rounds,
-        "steps": steps,
-        "compute_in_mdlm_steps": costs,
-        "params": params,
-        "train_step_memory": {
-            run: {k: v for k, v in m.items() if k.endswith("bytes")} for run, m in memory.items()
-        },
+        compiled[name] = compile_step(trainer, unroll=True)
+        params[name] = count_params(trainer.abstract_state.params)
+    ratio = {
+        "step_time": times["fp_mdlm"] / times["mdlm"],
+        "temp_bytes": compiled["fp_mdlm"]["temp_bytes"] / compiled["mdlm"]["temp_bytes"],
+        "flops": compiled["fp_mdlm"]["flops"] / compiled["mdlm"]["flops"],
+        "params": params["fp_mdlm"] / params["mdlm"],
     }
-    os.makedirs(runs, exist_ok=True)
-    train.write_json(path, plan)
-    log(f"plan: steps {steps}; step time vs MDLM {ratio}; compute {costs}")
-    return plan
+    costs = {"step_seconds": times, "compiled": compiled, "params": params, "fp_over_mdlm": ratio}
+    train.write_json(path, costs)
+    return costs
 
 
-def train_runs(plan: dict, runs: str) -> None:
-    for run in ("mdlm", "fp_mdlm", "fp_base", "fp_cons"):
-        log(f"train {run}: {plan['steps'][run]} steps x {BATCH}")
-        overrides = _train_overrides(run, plan["steps"][run], runs)
-        run_cli(CONFIG_FILES[run], "train", os.path.join(runs, run), overrides)
+def phase_train(runs: str) -> None:
+    for run, (_, config_file, _) in RUNS.items():
+        run_cli(config_file, "train", os.path.join(runs, run), _overrides(run, runs))
 
 
-def _eval_overrides(warm_start: str | None, num_samples: int, scorer: str) -> list[str]:
-    flags = [
-        f"--config.eval.budgets={','.join(map(str, BUDGETS))}",
-        f"--config.eval.budget_steps={','.join(map(str, STEPS))}",
-        f"--config.eval.num_samples={num_samples}",
-        f"--config.eval.scorer={scorer}",
-        f"--config.eval.report=quality_{warm_start or 'mdlm'}",
-    ]
-    return flags + ([f"--config.sample.warm_start={warm_start}"] if warm_start else [])
+def _cells(method: str, config) -> list[tuple[int, int]]:
+    """(budget, steps) cells of a method: MDLM's T is fixed by its depth; FP sweeps N."""
+    if RUNS[METHODS[method][0]][0] in (synthetic_mdlm, synthetic_mdlm_cons):
+        return [(b, b // config.model.num_layers) for b in BUDGETS]
+    return [(b, b // (2 + n)) for b in BUDGETS for n in ITERATIONS]
 
 
-def _report_path(runs: str, run: str, warm_start: str | None) -> str:
-    """The eval report of the run's latest checkpoint (a stage that stopped early ends
-    before its planned step count)."""
-    stem = f"quality_{warm_start or 'mdlm'}_step"
-    found = [f for f in os.listdir(os.path.join(runs, run)) if f.startswith(stem)]
-    if not found:
-        raise SystemExit(f"no {stem}*.json in {os.path.join(runs, run)}: run --phase=eval")
-    step = max(int(f[len(stem) : -len(".json")]) for f in found)
-    return os.path.join(runs, run, f"{stem}{step}.json")
+def _method_config(config, method: str):
+    _, warm_start, overrides = METHODS[method]
+    sample = config.sample
+    if warm_start is not None:
+        sample = dataclasses.replace(sample, warm_start=warm_start, **overrides)
+    return dataclasses.replace(config, sample=sample)
 
 
-def eval_runs(plan: dict, runs: str, num_samples: int, scorer: str) -> None:
-    for method, (run, warm_start) in METHODS.items():
-        log(f"eval {method}: {run}, warm start {warm_start or '-'}")
-        overrides = _train_overrides(run, plan["steps"][run], runs)
-        overrides += _eval_overrides(warm_start, num_samples, scorer)
-        run_cli(CONFIG_FILES[run], "eval", os.path.join(runs, run), overrides)
+def phase_eval(runs: str, num_samples: int, seed: int, only: tuple[str, ...] = ()) -> None:
+    """Evaluates each run (or those in `only`) into <runs>/eval_<run>.json, saved after
+    every cell; runs are independent, so several processes can share the work."""
+    for run in only or tuple(RUNS):
+        path = os.path.join(runs, f"eval_{run}.json")
+        results = _load(path, {"run": None, "cells": {}})
+        methods = [m for m, spec in METHODS.items() if spec[0] == run]
+        config = run_config(run, runs)
+        cells = [(m, b, t) for m in methods for b, t in _cells(m, config)]
+        todo = [c for c in cells if "|".join(map(str, c)) not in results["cells"]]
+        if not todo and results["run"]:
+            continue
+        trainer, params, step = train.restore_params(config, os.path.join(runs, run))
+        if not results["run"]:
+            tokenizer = make_tokenizer(config.data)
+            batches = pipeline.make_eval_batches(
+                config.data, tokenizer, batch_size=32, num_batches=config.train.eval_batches
+            )
+            metrics = trainer.evaluate(params, batches)
+            L = config.data.seq_len
+            results["run"] = {
+                "step": step,
+                "val_nats_per_token": metrics["nats_per_token"],
+                # BOS/EOS cost nothing once learned: per symbol is comparable with the entropy.
+                "val_nats_per_symbol": metrics["nats_per_token"] * L / (L - 2),
+            }
+            log(f"{run}: step {step}, {results['run']}")
+            train.write_json(path, results)
+        for done, (method, budget, steps) in enumerate(todo):
+            cfg = _method_config(config, method)
+            plan = generate.sample_plan(cfg, budget, steps)
+            start = time.perf_counter()
+            drawn = generate.draw_samples(cfg, trainer, params, plan, num_samples, seed)
+            seconds = time.perf_counter() - start
+            scores = oracle.score_samples(cfg.data, drawn.tokens_BxL)
+            scores.pop("oracle_nll_per_sample")
+            results["cells"]["|".join(map(str, (method, budget, steps)))] = {
+                "method": method,
+                "budget": budget,
+                "steps": steps,
+                "block_passes_used": drawn.block_passes,
+                "planned_iterations_per_step": list(plan.iterations_T),
+                "sampling_seconds": seconds,
+                "num_samples": num_samples,
+                **scores,
+            }
+            train.write_json(path, results)
+            log(
+                f"[{run} {done + 1}/{len(todo)}] {method} B={budget} T={steps}: excess "
+                f"{scores['excess_nll']:.4f} +- {scores['excess_nll_se']:.4f}, entropy "
+                f"{scores['sample_unigram_entropy']:.3f}, {drawn.block_passes} passes, "
+                f"{seconds:.1f}s"
+            )
 
 
-def _fmt(x: float) -> str:
-    return f"{x:,.1f}" if x < 1e5 else f"{x:.3g}"
+def load_results(runs: str) -> dict:
+    """All runs' evaluations merged: {"runs": {run: ...}, "cells": {key: cell}}."""
+    merged: dict = {"runs": {}, "cells": {}}
+    for run in RUNS:
+        part = _load(os.path.join(runs, f"eval_{run}.json"), None)
+        if part and part["run"]:
+            merged["runs"][run] = part["run"]
+            merged["cells"].update(part["cells"])
+    return merged
 
 
-def write_report(plan: dict, runs: str, args) -> None:
-    results = {}
-    for method, (run, warm_start) in METHODS.items():
-        with open(_report_path(runs, run, warm_start)) as f:
-            report = json.load(f)
-        with open(os.path.join(runs, run, "final_metrics.json")) as f:
-            final = json.load(f)
-        results[method] = {
-            "run": run,
-            "warm_start": warm_start,
-            "train_steps": plan["steps"][run],
-            "checkpoint_step": report["step"],
-            "early_stopped": bool(final.get("early_stopped", False)),
-            "val_nats_per_byte": report["likelihood"]["nats_per_token"],
-            "val_perplexity": report["likelihood"]["perplexity"],
-            "params": report["costs"]["params"],
-            "budgets": {
-                b: {k: v for k, v in e.items() if k not in ("samples", "entropy_per_sample")}
-                | {"first_sample": e["samples"][0]}
-                for b, e in report["budgets"].items()
-            },
-        }
-        scorer = report.get("scorer", {"name": "none"})
-        settings = report["settings"]
-    mem = {
-        run: m["temp_bytes"] + m["argument_bytes"] for run, m in plan["train_step_memory"].items()
-    }
-    out = {
-        "command": "python benchmarks/quality_vs_budget.py",
-        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, {jax.devices()[0].platform}",
-        "jax": jax.__version__,
-        "scale": "quickstart width (D=128, 4 heads), byte tokens, seq 128, embedded "
-        f"Wikipedia summaries, batch {BATCH}",
-        "budgets": dict(zip(map(str, BUDGETS), PUBLISHED_BUDGETS)),
-        "steps_per_budget": dict(zip(map(str, BUDGETS), STEPS)),
-        "scorer": scorer,
-        "samples_per_budget": settings["eval"]["num_samples"],
-        "sampler": {
-            k: settings["sample"][k] for k in ("schedule", "min_iterations", "top_p", "seed")
-        },
-        "plan": plan,
-        "cost_ratios_vs_mdlm": {
-            "params": {r: plan["params"][r] / plan["params"]["mdlm"] for r in plan["params"]},
-            "train_step_time": plan["step_time_vs_mdlm"],
-            "train_step_memory (temp + arguments, compiled)": {
-                r: m / mem["mdlm"] for r, m in mem.items()
-            },
-        },
-        "results": results,
-    }
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, "quality_vs_budget")
-    with open(stem + ".json", "w") as f:
-        json.dump(out, f, indent=2)
-    _plot(results, stem + ".png", scorer["name"])
-    lines = _markdown(out)
-    with open(stem + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+def best_cells(results: dict) -> dict[str, dict[int, dict]]:
+    """Per method and budget, the split with the lowest excess NLL."""
+    best: dict[str, dict[int, dict]] = {}
+    for cell in results["cells"].values():
+        slot = best.setdefault(cell["method"], {})
+        kept = slot.get(cell["budget"])
+        if kept is None or cell["excess_nll"] < kept["excess_nll"]:
+            slot[cell["budget"]] = cell
+    return best
 
 
-def _markdown(out: dict) -> list[str]:
-    results, plan = out["results"], out["plan"]
-    methods = list(results)
+def _fmt(cell: dict | None) -> str:
+    if cell is None:
+        return "-"
+    return (
+        f"{cell['excess_nll']:.3f} ± {cell['excess_nll_se']:.3f} "
+        f"({cell['sample_unigram_entropy']:.2f})"
+    )
+
+
+def markdown(results: dict, costs: dict, command: str) -> str:
+    best = best_cells(results)
+    methods = [m for m in METHODS if m in best]
+    any_cell = next(iter(results["cells"].values()))
+    ref = run_config("mdlm", "runs")
+    spec = synthetic.HMMSpec.from_data_config(ref.data)
     lines = [
-        "# Sample quality against the block-pass budget (DESIGN §2.8, at quickstart scale)",
+        "# Sample quality against the block-pass budget (exact likelihood)",
         "",
-        f"`{out['command']}` on {out['machine']} (JAX {out['jax']}).",
-        f"Scale: {out['scale']}. Equal training compute: every method trains for the time of "
-        f"{plan['steps']['mdlm']} MDLM steps, from train-step times measured side by side "
-        "(plan below).",
-        f"Scorer: {out['scorer']['name']} ({out['scorer'].get('params', 0):,} params), "
-        f"{out['samples_per_budget']} samples per cell, gen PPL over all their tokens; "
-        "entropy (nats) is the mean per-sample unigram entropy of the model's byte tokens. "
-        f"Sampler: {out['sampler']}; FP-MDLM and FP + L_CONS start every solve cold, CoFRe "
-        "uses 3SR (same weights as FP + L_CONS).",
+        f"Command: `{command}` ({platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPU cores, JAX {jax.__version__}).",
         "",
-        "Gen PPL (entropy), budget in block passes (published budget at 12 blocks):",
+        f"Corpus: synthetic sparse HMM {dataclasses.asdict(spec)} (generator v"
+        f"{synthetic.GENERATOR_VERSION}), rows of {ref.data.seq_len - 2} symbols. Entropy "
+        f"{any_cell['entropy_rate']:.4f} ± {any_cell['entropy_rate_se']:.4f} nats/token; "
+        f"the data's per-row unigram entropy {any_cell['data_unigram_entropy']:.3f}.",
         "",
-        "| budget (published) | steps | " + " | ".join(methods) + " |",
-        "|---|---|" + "---|" * len(methods),
-    ]
-    for b, published in out["budgets"].items():
-        cells = []
-        for m in methods:
-            e = results[m]["budgets"][b]
-            gen = _fmt(e["gen_ppl"]) if "gen_ppl" in e else "-"
-            cells.append(f"{gen} ({e['entropy']:.2f})")
-        lines.append(
-            f"| {b} ({published}) | {out['steps_per_budget'][b]} | " + " | ".join(cells) + " |"
-        )
-    lines += [
-        "",
-        "Scorer NLL per byte of the scored sample text (nats; lower is better). Unlike gen PPL "
-        "it does not depend on how the scorer splits the text: character soup tokenises into "
-        "single characters, each cheap to predict, so its per-token PPL can look good.",
+        "Excess NLL (nats/token) of samples over the entropy, ± standard error, with the "
+        "samples' unigram entropy in parentheses; best split of each FP method "
+        f"(mean iterations per step swept over {ITERATIONS}); lower is better.",
         "",
         "| budget | " + " | ".join(methods) + " |",
-        "|---|" + "---|" * len(methods),
+        "|---" * (len(methods) + 1) + "|",
     ]
-    for b in out["budgets"]:
-        cells = [
-            f"{results[m]['budgets'][b].get('gen_nll_per_byte', float('nan')):.3f}" for m in methods
-        ]
-        lines.append(f"| {b} | " + " | ".join(cells) + " |")
+    for b in BUDGETS:
+        lines.append(f"| {b} | " + " | ".join(_fmt(best[m].get(b)) for m in methods) + " |")
+    lines += ["", "Validation NELBO per symbol (upper bound on the true NLL; entropy above):", ""]
+    lines += ["| run | step | nats/symbol | excess over entropy |", "|---|---|---|---|"]
+    for run, r in results["runs"].items():
+        excess = r["val_nats_per_symbol"] - any_cell["entropy_rate"]
+        lines.append(f"| {run} | {r['step']} | {r['val_nats_per_symbol']:.4f} | {excess:.4f} |")
+    ratio = costs["fp_over_mdlm"]
     lines += [
         "",
-        "Read the two tables together: the methods are ranked differently by them. The "
-        "validation NELBO below is the likelihood of held-out text and does not depend on "
-        "the sampler or the scorer.",
-    ]
-    largest = list(out["budgets"])[-1]
-    lines += ["", f"First sample of each method at budget {largest}:", ""]
-    for m in methods:
-        text = results[m]["budgets"][largest]["first_sample"].replace("\n", " ").replace("|", "/")
-        lines.append(f"- {m}: `{text}`")
-    ratios = out["cost_ratios_vs_mdlm"]
-    mem = ratios["train_step_memory (temp + arguments, compiled)"]
-    lines += [
+        "Training cost at equal steps, FP-MDLM 1/1/1 over MDLM-12 (measured in one process): "
+        f"step time {ratio['step_time']:.3f}x (medians {costs['step_seconds']}), compiled temp "
+        f"memory {ratio['temp_bytes']:.3f}x, FLOPs {ratio['flops']:.3f}x, parameters "
+        f"{ratio['params']:.3f}x.",
         "",
-        "| method | train steps x 16 | params | val nats/byte | val PPL |",
-        "|---|---|---|---|---|",
+        "Whole sweep (FP methods): excess NLL ± SE (entropy) per budget and steps T:",
+        "",
+        "| method | budget | T | iterations per step | excess NLL | entropy | passes used |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for m in methods:
-        r = results[m]
-        steps = str(r["checkpoint_step"])
-        if r["run"] == "fp_cons":
-            steps = f"{plan['steps']['fp_base']} + {steps} stage"
-            if r["early_stopped"]:
-                steps += f" (early stop; {r['train_steps']} planned)"
+    for cell in sorted(
+        results["cells"].values(),
+        key=lambda c: (list(METHODS).index(c["method"]), c["budget"], c["steps"]),
+    ):
+        its = cell["planned_iterations_per_step"]
         lines.append(
-            f"| {m} | {steps} | {r['params']:,} | {r['val_nats_per_byte']:.4f} | "
-            f"{r['val_perplexity']:.3f} |"
+            f"| {cell['method']} | {cell['budget']} | {cell['steps']} | "
+            f"{its[0]}..{its[-1]} | {cell['excess_nll']:.3f} ± {cell['excess_nll_se']:.3f} | "
+            f"{cell['sample_unigram_entropy']:.2f} | {cell['block_passes_used']} |"
         )
-    lines += [
-        "",
-        "Cost of a train step relative to MDLM (median of interleaved steps; memory is XLA's "
-        "temp + argument bytes of the CPU compile):",
-        "",
-        "| run | params | step time | memory |",
-        "|---|---|---|---|",
-    ]
-    for run in ("mdlm", "fp_mdlm", "fp_cons"):
-        lines.append(
-            f"| {run} | {ratios['params'][run]:.3f} | {ratios['train_step_time'][run]:.2f} | "
-            f"{mem[run]:.2f} |"
-        )
-    return lines
+    return "\n".join(lines) + "\n"
 
 
-def _plot(results: dict, path: str, scorer: str) -> None:
+def plot(results: dict, path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    panels = (
-        ("gen_ppl", "gen PPL (per scorer token)"),
-        ("gen_nll_per_byte", "scorer NLL, nats/byte"),
-    )
-    for ax, (key, label) in zip(axes, panels):
-        for method, r in results.items():
-            budgets = sorted(int(b) for b in r["budgets"])
-            values = [r["budgets"][str(b)].get(key, float("nan")) for b in budgets]
-            ax.plot(budgets, values, "o-", label=method)
+    best = best_cells(results)
+    fig, (ax_nll, ax_ent) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for method, cells in best.items():
+        budgets = sorted(cells)
+        y = [cells[b]["excess_nll"] for b in budgets]
+        err = [cells[b]["excess_nll_se"] for b in budgets]
+        ax_nll.errorbar(budgets, y, yerr=err, marker="o", capsize=3, label=method)
+        ax_ent.plot(budgets, [cells[b]["sample_unigram_entropy"] for b in budgets], marker="o")
+    any_cell = next(iter(results["cells"].values()))
+    ax_ent.axhline(any_cell["data_unigram_entropy"], color="k", ls="--", label="data")
+    for ax in (ax_nll, ax_ent):
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("budget (block passes per sequence)")
-        ax.set_ylabel(label)
-    axes[0].set_yscale("log")
-    axes[0].legend()
-    fig.suptitle(f"Sample quality vs budget at quickstart scale, scored by {scorer}")
+        ax.set_xticks(BUDGETS, [str(b) for b in BUDGETS])
+        ax.set_xlabel("budget (block passes)")
+    ax_nll.set_ylabel("excess NLL over the entropy (nats/token)")
+    ax_ent.set_ylabel("sample unigram entropy (nats)")
+    ax_nll.legend(fontsize=8)
+    ax_ent.legend(fontsize=8)
+    fig.suptitle("Synthetic corpus, exact likelihood: MDLM-12 vs FP-MDLM 1/1/1 at equal steps")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
+
+
+def phase_report(runs: str, out: str, command: str) -> None:
+    results = load_results(runs)
+    costs = _load(os.path.join(runs, "costs.json"), None)
+    if not results or not results["cells"] or not costs:
+        raise SystemExit("nothing to report yet: run the costs, train and eval phases first")
+    os.makedirs(out, exist_ok=True)
+    payload = {
+        "command": command,
+        "budgets": BUDGETS,
+        "iterations_swept": ITERATIONS,
+        "costs": costs,
+        "runs": results["runs"],
+        "best": {
+            m: {str(b): c for b, c in cells.items()} for m, cells in best_cells(results).items()
+        },
+        "cells": results["cells"],
+    }
+    train.write_json(os.path.join(out, "quality_vs_budget.json"), payload)
+    with open(os.path.join(out, "quality_vs_budget.md"), "w") as f:
+        f.write(markdown(results, costs, command))
+    plot(results, os.path.join(out, "quality_vs_budget.png"))
+    log(f"wrote {out}/quality_vs_budget.{{json,md,png}}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", default=os.path.join(ROOT, "runs", "quality_vs_budget"))
+    parser.add_argument(
+        "--runs", default=os.path.join(ROOT, "runs", "quality_vs_budget", "synthetic")
+    )
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
     parser.add_argument(
-        "--phase", default="all", choices=("all", "plan", "train", "eval", "report")
+        "--phase", choices=("all", "costs", "train", "eval", "report"), default="all"
     )
+    parser.add_argument("--num-samples", type=int, default=128)
     parser.add_argument(
-        "--mdlm-steps", type=int, default=1200, help="training compute, in MDLM steps"
+        "--only", default="", help="eval phase: comma separated runs (default: all)"
     )
-    parser.add_argument("--stage-steps", type=int, default=100, help="consistency-stage steps")
+    parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
-    parser.add_argument("--num-samples", type=int, default=32, help="samples per method and budget")
-    parser.add_argument("--scorer", default="smollm2", help="eval.scorer of the eval runs")
     args = parser.parse_args()
     runs = os.path.abspath(args.runs)
-    start = time.perf_counter()
-    plan = make_plan(runs, args.mdlm_steps, args.stage_steps, args.rounds)
+    os.makedirs(runs, exist_ok=True)
+    command = "python benchmarks/quality_vs_budget.py" + (
+        f" --phase={args.phase}" if args.phase != "all" else ""
+    )
+    if args.phase in ("all", "costs"):
+        phase_costs(runs, args.rounds)
     if args.phase in ("all", "train"):
-        train_runs(plan, runs)
+        phase_train(runs)
     if args.phase in ("all", "eval"):
-        eval_runs(plan, runs, args.num_samples, args.scorer)
+        only = tuple(r for r in args.only.split(",") if r)
+        unknown = sorted(set(only) - set(RUNS))
+        if unknown:
+            raise SystemExit(f"unknown run {unknown[0]!r}; runs: {tuple(RUNS)}")
+        phase_eval(runs, args.num_samples, args.seed, only)
     if args.phase in ("all", "report"):
-        write_report(plan, runs, args)
-    log(f"done in {(time.perf_counter() - start) / 60:.1f} min")
+        phase_report(runs, args.out, command)
 
 
 if __name__ == "__main__":

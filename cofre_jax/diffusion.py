@@ -15,6 +15,7 @@ Letters: B batch, L length, V vocabulary.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -44,6 +45,9 @@ class Schedule(NamedTuple):
     loss_weight: Callable[[jax.Array], jax.Array]  # -alpha'_t / (1 - alpha_t) >= 0
 
 
+# Cached: equal (name, eps) give the very same functions, so jitted samplers that take
+# them as static arguments (hashed by identity) compile once per schedule.
+@functools.lru_cache(maxsize=16)
 def make_schedule(name: str, eps: float) -> Schedule:
     """All three schedules run from mask_prob(0) = 0 to mask_prob(1) = 1 - eps.
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -11,19 +12,38 @@ import jax
 import numpy as np
 
 from cofre_jax import budget, diffusion, fp_sampling, sampling, sharding
-from cofre_jax.config.typed import Config, ConfigError
+from cofre_jax.config.typed import Config, ConfigError, DiffusionConfig, ModelConfig
+from cofre_jax.models import build_model
+
+# The samplers are jitted with their denoiser as a static argument, hashed by identity.
+# Building the denoiser once per (model, schedule, solver) settings, not once per call,
+# lets a second draw with the same shapes and settings reuse the compiled program.
+
+
+@functools.lru_cache(maxsize=32)
+def _mdlm_denoise_fn(model: ModelConfig, diffusion_cfg: DiffusionConfig) -> Callable:
+    module = build_model(model)
+    schedule = diffusion.make_schedule(diffusion_cfg.schedule, diffusion_cfg.eps)
+
+    def denoise_fn(params, z_BxL, t_B):
+        sigma_B = schedule.total_noise(t_B)
+        logits_BxLxV = module.apply({"params": params}, z_BxL, sigma_B, train=False)
+        return diffusion.subs_log_probs(logits_BxLxV, z_BxL, model.mask_id)
+
+    return denoise_fn
+
+
+@functools.lru_cache(maxsize=32)
+def _fp_denoise_fn(model: ModelConfig, fixed_point, diffusion_cfg: DiffusionConfig, tol: float):
+    schedule = diffusion.make_schedule(diffusion_cfg.schedule, diffusion_cfg.eps)
+    return fp_sampling.make_fp_denoise_fn(
+        build_model(model, fixed_point), schedule.total_noise, tol=tol
+    )
 
 
 def make_denoise_fn(trainer) -> Callable:
     """(params, z_BxL, t_B) -> SUBS log-probs, the sampler's view of the model."""
-    mask_id = trainer.config.model.mask_id
-
-    def denoise_fn(params, z_BxL, t_B):
-        sigma_B = trainer.schedule.total_noise(t_B)
-        logits_BxLxV = trainer.apply_fn(params, z_BxL, sigma_B, train=False)
-        return diffusion.subs_log_probs(logits_BxLxV, z_BxL, mask_id)
-
-    return denoise_fn
+    return _mdlm_denoise_fn(trainer.config.model, trainer.config.diffusion)
 
 
 def sample_plan(config: Config, total: int | None = None, steps: int | None = None):
@@ -63,6 +83,9 @@ def draw_samples(config: Config, trainer, params, plan, num_samples: int, seed: 
     """`num_samples` sequences by the model's budgeted sampler (MDLM ancestral or FP)."""
     sc, m = config.sample, config.model
     z_BxL = np.full((num_samples, config.data.seq_len), m.mask_id, np.int32)
+    if sc.frame:
+        # Every tokenizer's BOS/EOS is its last id, the one just before MASK.
+        z_BxL[:, 0] = z_BxL[:, -1] = m.mask_id - 1
     batch_ways = trainer.mesh.shape["data"] * trainer.mesh.shape["fsdp"]
     if jax.process_count() == 1 and num_samples % batch_ways == 0:
         # Samples split over the batch axes like a train batch (else replicated).
@@ -89,9 +112,7 @@ def draw_samples(config: Config, trainer, params, plan, num_samples: int, seed: 
         )
         details = {"network_calls": int(out.network_calls)}
     else:
-        fp_denoise_fn = fp_sampling.make_fp_denoise_fn(
-            trainer.model, trainer.schedule.total_noise, tol=sc.adaptive_tol
-        )
+        fp_denoise_fn = _fp_denoise_fn(m, config.fixed_point, config.diffusion, sc.adaptive_tol)
         out = fp_sampling.fp_sample(
             fp_denoise_fn,
             params,

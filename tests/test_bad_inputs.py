@@ -65,6 +65,14 @@ CASES = {
         ],
         "budget 2 block passes is below the minimum",
     ),
+    "bad synthetic setting": (
+        [
+            "--config.data.source=synthetic",
+            "--config.data.tokenizer=synthetic",
+            "--config.data.synthetic_branching=999",
+        ],
+        "'data.synthetic_branching' = 999",
+    ),
 }
 
 

@@ -16,15 +16,23 @@ MODEL_KINDS = ("mdlm", "fp_mdlm")
 INJECTIONS = ("fpdm", "add")
 DTYPES = ("float32", "bfloat16")
 SCHEDULES = ("loglinear", "linear", "cosine")
-TOKENIZERS = ("gpt2", "byte")
-DATA_SOURCES = ("embedded", "text_files", "hf_folder", "tfds", "owt")
+TOKENIZERS = ("gpt2", "byte", "synthetic")
+DATA_SOURCES = ("embedded", "text_files", "hf_folder", "tfds", "owt", "synthetic")
 RAW_SOURCES = ("text_files", "hf_folder", "tfds")
 LR_SCHEDULES = ("constant", "cosine")
 STAGE_KINDS = ("pretrain", "consistency", "distill")
 DIVERGENCES = ("mse", "normalized_mse", "kl", "cosine")
 # Token ids a tokenizer can emit (BOS and EOS share one id, as in GPT-2). The model
-# appends one MASK id, so model.vocab_size = this + 1.
+# appends one MASK id, so model.vocab_size = this + 1. The synthetic corpus's size is
+# data.synthetic_vocab + 1 (see tokenizer_vocab_size).
 TOKENIZER_VOCAB_SIZES = {"gpt2": 50257, "byte": 257}
+
+
+def tokenizer_vocab_size(tokenizer: str, synthetic_vocab: int) -> int:
+    """Ids `tokenizer` emits, BOS/EOS included and MASK not."""
+    if tokenizer == "synthetic":
+        return synthetic_vocab + 1
+    return TOKENIZER_VOCAB_SIZES[tokenizer]
 
 
 class ConfigError(ValueError):
@@ -204,9 +212,27 @@ class DataConfig:
     val_docs: int  # documents held out for validation
     shuffle_buffer_seed: int
     worker_count: int
+    # data.source = "synthetic" (cofre_jax/data/synthetic.py): the sparse HMM's sizes,
+    # its noise floor and seed, and how many training rows are drawn.
+    synthetic_states: int
+    synthetic_vocab: int
+    synthetic_branching: int
+    synthetic_emissions: int
+    synthetic_noise: float
+    synthetic_seed: int
+    synthetic_train_rows: int
 
     def validate(self) -> None:
         _check_choice("data.source", self.source, DATA_SOURCES)
+        synthetic = self.source == "synthetic"
+        _check(
+            synthetic == (self.tokenizer == "synthetic"),
+            "data.tokenizer",
+            self.tokenizer,
+            "'synthetic' exactly when data.source is 'synthetic'",
+        )
+        if synthetic:
+            self._validate_synthetic()
         _check_choice("data.tokenizer", self.tokenizer, TOKENIZERS)
         _check_choice("data.raw_source", self.raw_source, RAW_SOURCES)
         _check(self.seq_len >= 3, "data.seq_len", self.seq_len, ">= 3 (BOS + text + EOS)")
@@ -216,6 +242,37 @@ class DataConfig:
             _check(bool(self.path), "data.path", self.path, f"a path for source {self.source!r}")
         if self.source == "tfds":
             _check(bool(self.tfds_name), "data.tfds_name", self.tfds_name, "a tfds dataset name")
+
+    def _validate_synthetic(self) -> None:
+        S, V = self.synthetic_states, self.synthetic_vocab
+        _check(S >= 1, "data.synthetic_states", S, ">= 1")
+        # Symbols are stored as uint16 next to the BOS/EOS id V.
+        _check(2 <= V < 65_535, "data.synthetic_vocab", V, "[2, 65535)")
+        _check(
+            1 <= self.synthetic_branching <= S,
+            "data.synthetic_branching",
+            self.synthetic_branching,
+            f"[1, data.synthetic_states={S}]",
+        )
+        _check(
+            1 <= self.synthetic_emissions <= V,
+            "data.synthetic_emissions",
+            self.synthetic_emissions,
+            f"[1, data.synthetic_vocab={V}]",
+        )
+        _check(
+            0.0 < self.synthetic_noise <= 1.0,
+            "data.synthetic_noise",
+            self.synthetic_noise,
+            "(0, 1] (a positive floor keeps every sequence's likelihood finite)",
+        )
+        _check(self.synthetic_seed >= 0, "data.synthetic_seed", self.synthetic_seed, ">= 0")
+        _check(
+            self.synthetic_train_rows >= 1,
+            "data.synthetic_train_rows",
+            self.synthetic_train_rows,
+            ">= 1",
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -280,6 +337,7 @@ class SampleConfig:
     reuse_masked_max: float  # ... and at visible fraction 1
     reuse_changed: float  # 3SR gamma of newly revealed tokens
     adaptive_tol: float  # per-sequence residual tolerance of adaptive stopping; 0 = off
+    frame: bool  # start with position 0 = BOS and the last = EOS visible
 
     def validate(self) -> None:
         from cofre_jax.budget import ALLOCATION_SCHEDULES
@@ -429,7 +487,7 @@ class EvalConfig:
     budgets: tuple[int, ...]  # block passes to sample at; () = likelihood and costs only
     budget_steps: tuple[int, ...]  # denoising steps per budget; () = sample.budget_steps
     num_samples: int  # per budget
-    scorer: str  # "smollm2", a .gguf file, a Hugging Face folder, or "none"
+    scorer: str  # "smollm2", a .gguf file, a Hugging Face folder, "oracle" or "none"
     scorer_batch_size: int
     report: str  # the report is <workdir>/<report>_step<N>.json
 
@@ -475,13 +533,21 @@ class Config:
     def validate(self) -> None:
         for section in dataclasses.fields(self):
             getattr(self, section.name).validate()
-        expected_vocab = TOKENIZER_VOCAB_SIZES[self.data.tokenizer] + 1
+        expected_vocab = tokenizer_vocab_size(self.data.tokenizer, self.data.synthetic_vocab) + 1
         _check(
             self.model.vocab_size == expected_vocab,
             "model.vocab_size",
             self.model.vocab_size,
             f"-1 or {expected_vocab} (tokenizer {self.data.tokenizer!r} plus MASK)",
         )
+        if self.eval.scorer == "oracle":
+            _check(
+                self.data.source == "synthetic",
+                "eval.scorer",
+                self.eval.scorer,
+                "'oracle' only with data.source 'synthetic' (the exact likelihood is the "
+                "generator's)",
+            )
         if self.stage.kind == "distill":
             m = self.model
             _check(m.kind == "fp_mdlm", "model.kind", m.kind, "'fp_mdlm' for distillation")
@@ -534,7 +600,8 @@ def from_config_dict(cfg: Mapping[str, Any]) -> Config:
     tokenizer = plain["data"].get("tokenizer")
     _check_choice("data.tokenizer", tokenizer, TOKENIZERS)
     if plain["model"].get("vocab_size") == -1:
-        plain["model"]["vocab_size"] = TOKENIZER_VOCAB_SIZES[tokenizer] + 1
+        synthetic_vocab = plain["data"].get("synthetic_vocab", 0)
+        plain["model"]["vocab_size"] = tokenizer_vocab_size(tokenizer, synthetic_vocab) + 1
     sections = {name: _build_section(name, cls, plain[name]) for name, cls in _SECTIONS.items()}
     config = Config(**sections)
     config.validate()

@@ -22,7 +22,7 @@ import grain
 import numpy as np
 
 from cofre_jax.config.typed import DataConfig
-from cofre_jax.data import assets, embedded, owt, packing, sources
+from cofre_jax.data import assets, embedded, owt, packing, sources, synthetic
 from cofre_jax.data.errors import DataError
 from cofre_jax.data.tokenizers import Tokenizer
 
@@ -51,6 +51,9 @@ def load_token_splits(
     """(train, validation) token streams of `data.source`; last `val_docs` docs validate."""
     if data_cfg.source == "owt":
         return owt.load_shards(data_cfg, tokenizer)
+    if data_cfg.source == "synthetic":
+        train_T, val_T = synthetic.token_splits(data_cfg)
+        return packing.TokenStream([train_T]), packing.TokenStream([val_T])
     if data_cfg.source == "embedded":
         parts = [
             _cached_embedded(n, tokenizer, data_cfg) for n in embedded.corpus_names(data_cfg.path)
@@ -62,7 +65,7 @@ def load_token_splits(
         docs = sources.load_documents(data_cfg)
         tokens_T, ends_N = packing.tokenize_documents(docs, tokenizer, label=data_cfg.source)
     else:
-        valid = (*sources.SOURCES, "owt")
+        valid = (*sources.SOURCES, "owt", "synthetic")
         raise DataError(f"unknown data.source {data_cfg.source!r}; valid choices: {valid}")
     what = f"{data_cfg.source}:{sources.source_location(data_cfg) or 'wiki'}"
     train_T, val_T = packing.split_last_docs(tokens_T, ends_N, data_cfg.val_docs, what)

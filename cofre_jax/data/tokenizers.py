@@ -14,7 +14,7 @@ import pathlib
 from collections.abc import Sequence
 from typing import Protocol
 
-from cofre_jax.config.typed import TOKENIZER_VOCAB_SIZES, DataConfig
+from cofre_jax.config.typed import TOKENIZER_VOCAB_SIZES, TOKENIZERS, DataConfig
 from cofre_jax.data import assets
 from cofre_jax.data.errors import DataError, DataNotFoundError
 
@@ -132,6 +132,8 @@ def make_tokenizer(data_cfg: DataConfig) -> Tokenizer:
         return ByteTokenizer()
     if data_cfg.tokenizer == "gpt2":
         return GPT2Tokenizer(gpt2_ranks_path(data_cfg))
-    raise DataError(
-        f"unknown tokenizer {data_cfg.tokenizer!r}; valid choices: {tuple(TOKENIZER_VOCAB_SIZES)}"
-    )
+    if data_cfg.tokenizer == "synthetic":
+        from cofre_jax.data.synthetic import SyntheticTokenizer
+
+        return SyntheticTokenizer(data_cfg.synthetic_vocab)
+    raise DataError(f"unknown tokenizer {data_cfg.tokenizer!r}; valid choices: {TOKENIZERS}")

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from cofre_jax import generate, sharding
 from cofre_jax.config.typed import Config
+from cofre_jax.evaluation import oracle
 from cofre_jax.evaluation import scorer as scorer_lib
 from cofre_jax.evaluation.costs import compiled_stats
 from cofre_jax.models import count_params
@@ -84,7 +85,9 @@ def _sample_and_score(config, trainer, params, tokenizer, get_scorer, budget, st
         "sampling_seconds": sampling_s,
         **{k: v for k, v in drawn.details.items() if k != "block_passes_per_sequence"},
     }
-    if config.eval.scorer != "none":
+    if config.eval.scorer == "oracle":
+        entry.update(oracle.score_samples(config.data, drawn.tokens_BxL))
+    elif config.eval.scorer != "none":
         start = time.perf_counter()
         entry.update(
             scorer_lib.generative_perplexity(
@@ -97,6 +100,8 @@ def _sample_and_score(config, trainer, params, tokenizer, get_scorer, budget, st
         entry["scoring_seconds"] = time.perf_counter() - start
     entry["samples"] = texts
     gen = f"gen PPL {entry['gen_ppl']:.1f}, " if "gen_ppl" in entry else ""
+    if "excess_nll" in entry:
+        gen = f"excess NLL {entry['excess_nll']:.4f} +- {entry['excess_nll_se']:.4f} nats/token, "
     log(
         f"budget {plan.budget} ({plan.steps} steps): {gen}entropy {entry['entropy']:.3f}, "
         f"{drawn.block_passes} block passes, sampled in {sampling_s:.1f}s"
@@ -180,7 +185,14 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     ]
     for budget, entry in report["budgets"].items():
         gen = ""
-        if "gen_ppl" in entry:
+        if "excess_nll" in entry:
+            gen = (
+                f"true NLL {entry['oracle_nll']:.4f} nats/token, excess over the entropy "
+                f"{entry['entropy_rate']:.4f}: {entry['excess_nll']:.4f} "
+                f"+- {entry['excess_nll_se']:.4f}; data unigram entropy "
+                f"{entry['data_unigram_entropy']:.3f}  "
+            )
+        elif "gen_ppl" in entry:
             gen = f"gen PPL {entry['gen_ppl']:.2f} ({entry['gen_nll_per_byte']:.3f} nats/byte)  "
         lines.append(f"budget {budget}: {gen}entropy {entry['entropy']:.3f}")
     if "scorer" in report:
