@@ -19,9 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_sampling_budget import SCHEDULE, _fp_config, _perturbed_init
+from test_sampling_budget import SCHEDULE, TOY_MASK, D, _fp_config, _perturbed_init, _toy_params
 
-from cofre_jax import fp_sampling
+from cofre_jax import diffusion, fp_sampling
 from cofre_jax.budget import StepCost, plan_budget
 from cofre_jax.fixed_point import NonConvergenceError, SolverSpec, solve
 from cofre_jax.fixed_point.solvers import residual_norm, row_norm
@@ -102,6 +102,40 @@ def test_slow_contraction_far_from_its_start_still_converges():
         h_BxN, stats = solve(lambda p, h, x: 0.99 * h + 1.0, None, jnp.zeros((1, 8)), None, spec)
         assert bool(stats.converged_B[0]), (method, stats)
         np.testing.assert_allclose(h_BxN, 100.0, rtol=1e-3)
+
+
+# ------------------------------------------------------------------- in the sampler
+
+
+def runaway_denoiser(params, z_BxL, t_B, h0_fn, num_iterations, *, dtype):
+    """Each step solves h = h + 1 + 0.1 sin h (no fixed point) with Anderson from the
+    token embeddings, at tolerance 1e-3: a sampler with adaptive stopping."""
+    h_pre_BxLxD = params["embed_VxD"][z_BxL].astype(dtype)
+    h0_BxLxD = h_pre_BxLxD if h0_fn is None else h0_fn(h_pre_BxLxD).astype(dtype)
+    spec = SolverSpec(method="anderson", tol=1e-3, max_iter=1)
+    h_BxLxD, stats = solve(
+        no_fixed_point, None, h0_BxLxD, None, spec, max_iter=num_iterations
+    )  # fmt: skip
+    logits_BxLxV = jnp.einsum("bld,dv->blv", h_BxLxD.astype(jnp.float32), params["head_DxV"])
+    log_probs = diffusion.subs_log_probs(logits_BxLxV, z_BxL, TOY_MASK)
+    return fp_sampling.FPDenoiseOutput(log_probs, h_BxLxD, stats)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_adaptive_stopping_runs_the_plan_on_a_runaway_solve(dtype):
+    """Cold starts: the guard measures growth within one solve. A warm start from the
+    previous step's h* of a runaway map (up to 100x its own start, the "best" iterate)
+    can begin so large that ||f(h) - h|| / ||f(h)|| is below the tolerance at once; no
+    single solve can tell that start from a fixed point of a large solution."""
+    plan = plan_budget(80, StepCost(2, 1), steps=4, schedule="fixed")  # 18 per step
+    out = fp_sampling.fp_sample(
+        functools.partial(runaway_denoiser, dtype=jnp.dtype(dtype)), _toy_params(),
+        jax.random.PRNGKey(0), plan, batch_size=3, seq_len=5, hidden_size=D,
+        mask_id=TOY_MASK, mask_prob_fn=SCHEDULE.mask_prob, warm_start="cold",
+    )  # fmt: skip
+    np.testing.assert_array_equal(out.evals_T, plan.iterations_T)  # no step stopped early
+    np.testing.assert_array_equal(out.iterations_TxB, np.asarray(out.iterations_TxB).max())
+    assert float(jnp.min(out.residual_TxB)) > 1e-3
 
 
 # ------------------------------------------------------------------- inside FP-MDLM
