@@ -438,3 +438,16 @@ def test_lightning_hyperparameters_disagreeing_with_the_config_are_one_clear_err
     raw = {"hyper_parameters": {"config": {"parameterization": "sedd"}}}
     with pytest.raises(TorchCheckpointError, match=r"parameterization = 'sedd' \(config: the"):
         check_mdlm_hyperparameters(raw, CONFIG)
+
+
+class _CallsInt:
+    def __reduce__(self):
+        return (int, ("5",))
+
+
+def test_allow_listed_type_names_are_never_called(tmp_path):
+    """OmegaConf metadata names builtins types; those names load as inert markers, so a
+    pickle that calls one is refused, not run."""
+    torch.save({"x": _CallsInt()}, tmp_path / "x.pt")
+    with pytest.raises(TorchCheckpointError, match="cannot rebuild the pickled object"):
+        load_checkpoint(tmp_path / "x.pt")

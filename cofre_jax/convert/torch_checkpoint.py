@@ -327,7 +327,12 @@ def _load_torch_zip(path: str, opaque: bool) -> Any:
             if order != "little":
                 raise TorchCheckpointError(f"{path}: byte order {order!r} is not supported")
         unpickler = _RestrictedUnpickler(archive.read(pickles[0]), archive, prefix, opaque)
-        return _plain(unpickler.load())
+        try:
+            loaded = unpickler.load()
+        except (TypeError, pickle.UnpicklingError) as e:
+            # E.g. a type marker of the OmegaConf allow-list called as a constructor.
+            raise TorchCheckpointError(f"{path}: cannot rebuild the pickled object ({e})") from e
+        return _plain(loaded)
 
 
 def _load_safetensors(path: str) -> dict[str, np.ndarray]:
