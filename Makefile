@@ -2,20 +2,29 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# `run` needs the runtime dependencies only; `test` adds the test extra (torch,
+# transformers, the notebook stack) on top of the same venv.
 STAMP := $(VENV)/.installed-stamp
+TEST_STAMP := $(VENV)/.installed-test-stamp
 MAIN := $(PY) -m cofre_jax.main
 # Two workers, one test file each (module fixtures are built once per file).
 PYTEST_ARGS ?= -n 2 --dist loadfile
 
-.PHONY: setup run run-mdlm convert quality test lint format clean
+.PHONY: setup setup-test run run-mdlm convert quality test lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e .
 	touch $(STAMP)
 
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(TEST_STAMP)
+
 setup: $(STAMP)
+
+setup-test: $(TEST_STAMP)
 
 # CoFRe on the embedded default: trains the FP-MDLM (SJFB), runs the consistency stage
 # from it, samples and evaluates. Every step resumes if interrupted.
@@ -36,18 +45,19 @@ convert: run-mdlm
 	$(MAIN) --config=configs/quickstart_convert.py --workdir=runs/quickstart_convert --mode=sample
 
 # MDLM vs FP-MDLM vs FP + L_CONS vs CoFRe: gen PPL and entropy per budget at quickstart
-# scale, equal training compute (about 1.5 h on 2 CPU cores; resumable).
-quality: setup
+# scale, equal training compute (about 1.5 h on 2 CPU cores; resumable). Its plot needs
+# matplotlib, from the test extra.
+quality: setup-test
 	$(PY) benchmarks/quality_vs_budget.py
 
-lint: setup
+lint: setup-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
 test: lint
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
-format: setup
+format: setup-test
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 

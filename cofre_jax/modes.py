@@ -14,6 +14,12 @@ from cofre_jax.config.typed import Config, ConfigError
 from cofre_jax.models import build_model, count_params, param_groups
 
 
+def _print(*args, **kwargs) -> None:
+    """print on process 0 only: a multi-process job reports once."""
+    if jax.process_index() == 0:
+        print(*args, **kwargs)
+
+
 def _prepare_workdir(workdir: str) -> str:
     workdir = os.path.abspath(workdir)
     try:
@@ -34,16 +40,17 @@ def _data(config: Config):
     return data, tokenizer
 
 
-def _eval_batches(config: Config):
-    data, tokenizer = _data(config)
+def _eval_batches(config: Config, tokenizer=None, splits=None):
+    data, new_tokenizer = _data(config)
     per_process = config.train.batch_size // jax.process_count()
     return data.make_eval_batches(
         config.data,
-        tokenizer,
+        tokenizer or new_tokenizer,
         batch_size=per_process,
         num_batches=config.train.eval_batches,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
+        splits=splits,
     )
 
 
@@ -68,6 +75,8 @@ def _train(config: Config, workdir: str, **train_kwargs) -> dict:
 
     def make_data():
         data, tokenizer = _data(config)
+        # Tokenised once, for both splits (a text corpus costs a full pass per call).
+        splits = data.load_token_splits(config.data, tokenizer)
         train_iter = data.make_train_iterator(
             config.data,
             tokenizer,
@@ -75,8 +84,9 @@ def _train(config: Config, workdir: str, **train_kwargs) -> dict:
             seed=config.data.shuffle_buffer_seed,
             process_index=jax.process_index(),
             process_count=jax.process_count(),
+            splits=splits,
         )
-        return train_iter, _eval_batches(config)
+        return train_iter, _eval_batches(config, tokenizer, splits)
 
     return train.train_and_evaluate(config, workdir, make_data=make_data, **train_kwargs)
 
@@ -95,7 +105,7 @@ def run_convert(config: Config, workdir: str, raw_config) -> None:
     config = dataclasses.replace(config, stage=dataclasses.replace(config.stage, kind="distill"))
     config.validate()
     teacher_params, student_params, report = convert.convert_mdlm(config)
-    print(
+    _print(
         f"converted {report['teacher']} (step {report['teacher_step']}) with layer map "
         f"{report['layer_map']}: {report['student_params']} parameters from "
         f"{report['teacher_params']}"
@@ -122,8 +132,8 @@ def run_eval(config: Config, workdir: str, raw_config) -> None:
     report, path = run.evaluate_checkpoint(
         config, workdir, lambda: _eval_batches(config), tokenizer, log=_progress
     )
-    print("\n".join(run.summary_lines(report)))
-    print(f"report: {path}")
+    _print("\n".join(run.summary_lines(report)))
+    _print(f"report: {path}")
 
 
 def _progress(message: str) -> None:
@@ -159,11 +169,11 @@ def run_sample(config: Config, workdir: str, raw_config) -> None:
     path = os.path.join(workdir, f"samples_step{step}.json")
     train.write_json(path, report)
     for i, text in enumerate(texts):
-        print(f"--- sample {i} ---\n{text}")
+        _print(f"--- sample {i} ---\n{text}")
     for name in ("budget", "block_passes_used", "steps", "network_calls", "iterations_per_step"):
         if name in report:
-            print(f"{name}: {report[name]}")
-    print(f"samples: {path}")
+            _print(f"{name}: {report[name]}")
+    _print(f"samples: {path}")
 
 
 def run_describe(config: Config, workdir: str | None, raw_config) -> None:
@@ -188,7 +198,7 @@ def run_describe(config: Config, workdir: str | None, raw_config) -> None:
         f"processes: {jax.process_count()}",
         *sharding.describe_plan(params, mesh),
     ]
-    print("\n".join(lines))
+    _print("\n".join(lines))
 
 
 def _block_pass_lines(config: Config) -> list[str]:

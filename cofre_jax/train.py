@@ -353,6 +353,16 @@ def _log_line(step: int, num_steps: int, scalars: dict[str, float], eta_s: float
     return " ".join(parts)
 
 
+def process_zero_only(log: Callable[[str], None]) -> Callable[[str], None]:
+    """`log` on process 0 only: a multi-process job prints one copy of its progress."""
+
+    def log_on_process_zero(message: str) -> None:
+        if jax.process_index() == 0:
+            log(message)
+
+    return log_on_process_zero
+
+
 def train_and_evaluate(
     config: Config,
     workdir: str,
@@ -371,7 +381,9 @@ def train_and_evaluate(
     step and at every checkpoint; the first checkpoint above ratio x the starting value
     is not written, the run stops, and the last good checkpoint stays the latest.
     Returns the final validation metrics (of that last good checkpoint after a stop).
+    Only process 0 calls `log`.
     """
+    log = process_zero_only(log)
     tc = config.train
     early_stop_path = os.path.join(workdir, EARLY_STOP_FILE)
     if os.path.exists(early_stop_path):

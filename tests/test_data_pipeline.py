@@ -10,6 +10,7 @@ import pytest
 
 from cofre_jax import data
 from cofre_jax.config.typed import DataConfig
+from cofre_jax.data import pipeline
 
 # Fetched assets go to the repo's git-ignored .cache unless $COFRE_CACHE says otherwise.
 CACHE = os.environ.get("COFRE_CACHE") or str(pathlib.Path(__file__).parents[1] / ".cache")
@@ -34,6 +35,7 @@ def data_cfg(**overrides) -> DataConfig:
         val_docs=4,
         shuffle_buffer_seed=0,
         worker_count=0,
+        prefetch_batches=4,
     )
     fields.update(overrides)
     return DataConfig(**fields)
@@ -209,3 +211,39 @@ def test_unknown_source_is_a_clear_error(corpus):
         data.load_token_splits(data_cfg(source="nope", path=cfg.path), BYTE)
     with pytest.raises(ValueError, match="valid choices"):
         list(data.iter_documents("nope", "", cfg))
+
+
+def test_one_tokenisation_serves_both_builders(corpus, monkeypatch):
+    _, cfg = corpus
+    calls = []
+    tokenize = pipeline.packing.tokenize_documents
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return tokenize(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline.packing, "tokenize_documents", counting)
+    splits = data.load_token_splits(cfg, BYTE)
+    it = data.make_train_iterator(cfg, BYTE, batch_size=4, seed=0, splits=splits)
+    val = data.make_eval_batches(cfg, BYTE, batch_size=4, num_batches=2, splits=splits)
+    assert len(calls) == 1
+    fresh = data.make_train_iterator(cfg, BYTE, batch_size=4, seed=0)
+    np.testing.assert_array_equal(_take(it, 3), _take(fresh, 3))
+    fresh_val = data.make_eval_batches(cfg, BYTE, batch_size=4, num_batches=2)
+    for a, b in zip(val, fresh_val):
+        np.testing.assert_array_equal(a["tokens"], b["tokens"])
+
+
+def test_prefetch_is_bounded_by_the_config(corpus, monkeypatch):
+    _, cfg = corpus
+    seen = []
+    read_options = pipeline.grain.ReadOptions
+
+    def recording(**kwargs):
+        seen.append(kwargs)
+        return read_options(**kwargs)
+
+    monkeypatch.setattr(pipeline.grain, "ReadOptions", recording)
+    cfg = data_cfg(path=cfg.path, prefetch_batches=3)
+    next(data.make_train_iterator(cfg, BYTE, batch_size=4, seed=0))
+    assert seen == [{"prefetch_buffer_size": 3}]

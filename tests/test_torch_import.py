@@ -25,6 +25,7 @@ from cofre_jax.config.typed import ModelConfig
 from cofre_jax.convert import (
     OpaqueObject,
     TorchCheckpointError,
+    check_mdlm_hyperparameters,
     load_checkpoint,
     load_mdlm_params,
     load_torch_state_dict,
@@ -360,3 +361,93 @@ def test_wrong_config_is_refused(tmp_path):
         TorchCheckpointError, match=r"vocab_embed\.embedding: checkpoint \(37, 32\)"
     ):
         load_mdlm_params(path, dataclasses.replace(CONFIG, vocab_size=50))
+
+
+def mdlm_hydra_config(**model):
+    """MDLM's Hydra config as its Lightning module saves it (an OmegaConf DictConfig)."""
+    from omegaconf import OmegaConf
+
+    dims = dict(hidden_size=32, cond_dim=16, length=12, n_blocks=2, n_heads=4, dropout=0.0)
+    return OmegaConf.create(
+        {
+            "backbone": "dit",
+            "parameterization": "subs",
+            "time_conditioning": True,
+            "T": 0,
+            "noise": {"type": "loglinear", "sigma_min": 1e-4},
+            "model": {"name": "tiny", "type": "ddit", "scale_by_sigma": True, **dims, **model},
+            "optim": {"lr": 3e-4, "betas": [0.9, 0.999]},
+            "eval": {"checkpoint_path": "${oc.env:HOME}/mdlm.ckpt", "compute_entropy": None},
+        }
+    )
+
+
+def save_real_lightning(model, path, hparams_config) -> str:
+    """The layout PyTorch Lightning writes for MDLM's `Diffusion` module: the state dict
+    under `state_dict`, MDLM's EMA under `ema`, `hyper_parameters` = {"config":
+    DictConfig} (from `save_hyperparameters()`), and loop, callback and optimizer state."""
+    shadow = [p.detach() * 2 for p in model.parameters()]
+    return save_lightning(
+        model,
+        path,
+        epoch=0,
+        global_step=7,
+        **{"pytorch-lightning_version": "2.2.1"},
+        ema={"decay": 0.9999, "num_updates": 7, "shadow_params": shadow},
+        hparams_name="kwargs",
+        hyper_parameters={"config": hparams_config},
+        loops={"fit_loop": {"state_dict": {}, "epoch_progress": {"total": {"ready": 1}}}},
+        callbacks={"ModelCheckpoint{'monitor': 'val/nll'}": {"best_model_score": None}},
+        optimizer_states=[{"state": {0: {"step": torch.tensor(7.0)}}, "param_groups": []}],
+        lr_schedulers=[{"last_epoch": 7}],
+    )
+
+
+def test_lightning_checkpoint_with_omegaconf_hyperparameters(tmp_path):
+    model = random_torch_model()
+    path = save_real_lightning(model, tmp_path / "mdlm.ckpt", mdlm_hydra_config())
+    # No opaque opt-in: the OmegaConf classes are allow-listed and come back plain.
+    raw = load_checkpoint(path)
+    config = raw["hyper_parameters"]["config"]
+    assert type(config) is dict and type(config["model"]) is dict
+    assert config["model"]["hidden_size"] == 32 and config["optim"]["betas"] == [0.9, 0.999]
+    assert config["eval"] == {"checkpoint_path": "${oc.env:HOME}/mdlm.ckpt",
+                              "compute_entropy": None}  # fmt: skip
+    params = load_mdlm_params(path, CONFIG)
+    np.testing.assert_array_equal(
+        params["vocab_embed"]["embedding"], model.vocab_embed.embedding.detach().numpy()
+    )
+    averaged = load_mdlm_params(path, CONFIG, use_ema=True)
+    np.testing.assert_allclose(
+        averaged["vocab_embed"]["embedding"], 2 * params["vocab_embed"]["embedding"]
+    )
+
+
+def test_lightning_hyperparameters_disagreeing_with_the_config_are_one_clear_error(tmp_path):
+    path = save_real_lightning(
+        random_torch_model(), tmp_path / "mdlm.ckpt", mdlm_hydra_config(n_blocks=12, n_heads=12)
+    )
+    with pytest.raises(TorchCheckpointError) as info:
+        load_mdlm_params(path, CONFIG)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message == (
+        "checkpoint hyper-parameters disagree with the model config: model.n_blocks = 12 "
+        "(config: model.num_layers = 2); model.n_heads = 12 (config: model.num_heads = 4)"
+    )
+    raw = {"hyper_parameters": {"config": {"parameterization": "sedd"}}}
+    with pytest.raises(TorchCheckpointError, match=r"parameterization = 'sedd' \(config: the"):
+        check_mdlm_hyperparameters(raw, CONFIG)
+
+
+class _CallsInt:
+    def __reduce__(self):
+        return (int, ("5",))
+
+
+def test_allow_listed_type_names_are_never_called(tmp_path):
+    """OmegaConf metadata names builtins types; those names load as inert markers, so a
+    pickle that calls one is refused, not run."""
+    torch.save({"x": _CallsInt()}, tmp_path / "x.pt")
+    with pytest.raises(TorchCheckpointError, match="cannot rebuild the pickled object"):
+        load_checkpoint(tmp_path / "x.pt")

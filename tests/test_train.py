@@ -1,4 +1,5 @@
-"""Train step: determinism, 8-device sharding equals 1 device, exact resume after SIGKILL."""
+"""Train step: determinism, 8-device sharding equals 1 device, exact resume after
+SIGKILL (also from a corrupted latest checkpoint) and SIGTERM."""
 
 import os
 import shutil
@@ -177,18 +178,6 @@ def _checkpoint_steps(workdir) -> list[int]:
     return sorted(int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit())
 
 
-# SIGTERM below covers the exact resume by default; SIGKILL adds 2 minutes: -m slow.
-@pytest.mark.slow
-def test_sigkill_then_rerun_equals_uninterrupted(straight, tmp_path):
-    corpus, want = straight
-    proc = _interrupt_after_checkpoint(corpus, tmp_path, signal.SIGKILL)
-    proc.wait()
-    latest = _checkpoint_steps(tmp_path)[-1]
-    assert latest < NUM_STEPS
-    log = _rerun_and_compare(corpus, tmp_path, want)
-    assert f"resumed from checkpoint at step {latest}" in log
-
-
 def test_sigterm_checkpoints_the_current_step_and_exits_cleanly(straight, tmp_path):
     corpus, want = straight
     proc = _interrupt_after_checkpoint(corpus, tmp_path, signal.SIGTERM)
@@ -202,23 +191,32 @@ def test_sigterm_checkpoints_the_current_step_and_exits_cleanly(straight, tmp_pa
     assert f"resumed from checkpoint at step {step}" in log
 
 
-def test_corrupted_latest_and_partial_save_fall_back_to_previous(straight, tmp_path):
+def test_sigkill_then_rerun_equals_uninterrupted_also_with_corrupted_latest(straight, tmp_path):
+    """One killed run, two reruns: as killed, and with its latest checkpoint corrupted
+    and a partial save left behind (one interrupted run serves both checks)."""
     corpus, want = straight
-    proc = _interrupt_after_checkpoint(corpus, tmp_path, signal.SIGKILL)
+    killed, corrupted = tmp_path / "killed", tmp_path / "corrupted"
+    proc = _interrupt_after_checkpoint(corpus, killed, signal.SIGKILL)
     proc.wait()
-    steps = _checkpoint_steps(tmp_path)
+    steps = _checkpoint_steps(killed)
     latest, previous = steps[-1], steps[-2]
-    for path in (tmp_path / "checkpoints" / str(latest) / "state").rglob("*"):
+    assert latest < NUM_STEPS
+    shutil.copytree(killed, corrupted)
+
+    log = _rerun_and_compare(corpus, killed, want)
+    assert f"resumed from checkpoint at step {latest}" in log
+
+    for path in (corrupted / "checkpoints" / str(latest) / "state").rglob("*"):
         if path.is_file():
             path.write_bytes(b"\x00garbage")
     # What a kill in the middle of a later save leaves: orbax's temporary folder, which
     # becomes a step only when renamed after a complete write.
-    partial = tmp_path / "checkpoints" / f"{latest + 5}.orbax-checkpoint-tmp-1"
-    shutil.copytree(tmp_path / "checkpoints" / str(previous), partial)
+    partial = corrupted / "checkpoints" / f"{latest + 5}.orbax-checkpoint-tmp-1"
+    shutil.copytree(corrupted / "checkpoints" / str(previous), partial)
     for path in list(partial.rglob("*"))[::2]:
         if path.is_file():
             path.unlink()
-    log = _rerun_and_compare(corpus, tmp_path, want)
+    log = _rerun_and_compare(corpus, corrupted, want)
     assert f"checkpoint step {latest} in" in log and "cannot be read" in log
     assert f"resumed from checkpoint at step {previous}" in log
-    assert (tmp_path / "checkpoints" / f"{latest}.corrupt").is_dir()
+    assert (corrupted / "checkpoints" / f"{latest}.corrupt").is_dir()

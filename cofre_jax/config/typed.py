@@ -212,6 +212,7 @@ class DataConfig:
     val_docs: int  # documents held out for validation
     shuffle_buffer_seed: int
     worker_count: int
+    prefetch_batches: int  # batches grain reads ahead per host (its default is 500)
     # data.source = "synthetic" (cofre_jax/data/synthetic.py): the sparse HMM's sizes,
     # its noise floor and seed, and how many training rows are drawn.
     synthetic_states: int
@@ -238,6 +239,7 @@ class DataConfig:
         _check(self.seq_len >= 3, "data.seq_len", self.seq_len, ">= 3 (BOS + text + EOS)")
         _check(self.val_docs >= 1, "data.val_docs", self.val_docs, ">= 1")
         _check(self.worker_count >= 0, "data.worker_count", self.worker_count, ">= 0")
+        _check(self.prefetch_batches >= 1, "data.prefetch_batches", self.prefetch_batches, ">= 1")
         if self.source in ("text_files", "hf_folder", "owt"):
             _check(bool(self.path), "data.path", self.path, f"a path for source {self.source!r}")
         if self.source == "tfds":

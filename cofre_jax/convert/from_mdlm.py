@@ -48,6 +48,8 @@ def load_teacher(config: Config) -> tuple[Any, int | None]:
     if os.path.isdir(path):
         return checkpoint.restore_params(path, abstract_params(config, teacher_config))
     if os.path.isfile(path) and path.endswith(TORCH_SUFFIXES):
+        # The OmegaConf hyper-parameters are allow-listed and checked; other objects a
+        # Lightning checkpoint may carry (callback or tokenizer state) stay inert.
         return load_mdlm_params(path, teacher_config, opaque_unknown_globals=True), None
     raise FileNotFoundError(
         f"convert.teacher={path!r} is neither a workdir with checkpoints nor a PyTorch MDLM "

@@ -5,9 +5,13 @@ Three steps, each a pure function of its input:
 1. `load_checkpoint(path)`: the object a `torch.save` zip (.ckpt/.pt/.bin) or a
    `.safetensors` file holds, every tensor turned into a numpy array. Pickles are read
    by a restricted unpickler that imports nothing: only the names needed to rebuild
-   tensors and plain containers are allowed, anything else is refused (or, on request,
-   replaced by an inert `OpaqueObject`, since Lightning checkpoints also pickle configs
-   and loop state we never need).
+   tensors and plain containers are allowed, plus the OmegaConf classes a Lightning
+   checkpoint pickles its `hyper_parameters` with (`DictConfig`, `ListConfig`, value
+   nodes, metadata), which come back as plain dicts, lists and values without importing
+   omegaconf. Anything else is refused (or, on request, replaced by an inert
+   `OpaqueObject`).
+   `check_mdlm_hyperparameters(raw, config)` compares the checkpoint's MDLM
+   hyper-parameters (`hyper_parameters["config"]`) with the model config.
 2. `select_state_dict(raw)`: the backbone's flat state dict inside a Lightning
    checkpoint (`state_dict`, keys prefixed `backbone.`), or its EMA weights.
 3. `mdlm_params_from_state_dict(state_dict, config)`: our `DiT` params pytree, after
@@ -170,7 +174,92 @@ def _opaque_class(qualname: str) -> type:
     return type("OpaqueObject", (OpaqueObject,), {"qualname": qualname})
 
 
+class _OmegaConfObject:
+    """Inert stand-in for an OmegaConf object: the pickle builds it with no arguments and
+    hands it its `__dict__` (`_content` for containers, `_val` for value nodes), which
+    `_plain` turns into plain Python values. Metadata and parent links are dropped."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.state: Any = None
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def content(self, field: str) -> Any:
+        if isinstance(self.state, tuple) and len(self.state) == 2:  # (dict, slots) form
+            state = self.state[0]
+        else:
+            state = self.state
+        return state.get(field) if isinstance(state, dict) else None
+
+
+class _OmegaConfContainer(_OmegaConfObject):
+    """DictConfig / ListConfig: `_content` is a dict or list of nodes, or None or a
+    string (a missing value "???" or an unresolved "${interpolation}")."""
+
+
+class _OmegaConfNode(_OmegaConfObject):
+    """AnyNode, StringNode, IntegerNode, ...: `_val` is the plain value."""
+
+
+def _type_marker(qualname: str) -> str:
+    """OmegaConf metadata names types (`ref_type`, `object_type`, `key_type`); we keep
+    only the name, never the type."""
+    return f"<type {qualname}>"
+
+
+def _inert_defaultdict(*args: Any) -> dict:
+    """OmegaConf's metadata holds `resolver_cache = defaultdict(dict)`; a plain dict
+    stands in (the factory argument is a type marker and is not called)."""
+    return {}
+
+
+_OMEGACONF_GLOBALS: dict[tuple[str, str], Any] = {
+    ("omegaconf.dictconfig", "DictConfig"): _OmegaConfContainer,
+    ("omegaconf.listconfig", "ListConfig"): _OmegaConfContainer,
+    **{
+        ("omegaconf.nodes", name): _OmegaConfNode
+        for name in (
+            "AnyNode",
+            "StringNode",
+            "IntegerNode",
+            "FloatNode",
+            "BooleanNode",
+            "BytesNode",
+            "PathNode",
+            "ValueNode",
+        )
+    },
+    ("omegaconf.base", "ContainerMetadata"): _OmegaConfObject,
+    ("omegaconf.base", "Metadata"): _OmegaConfObject,
+    ("typing", "Any"): _type_marker("typing.Any"),
+    ("collections", "defaultdict"): _inert_defaultdict,
+    **{
+        (module, name): _type_marker(name)
+        for module in ("builtins", "__builtin__")
+        for name in ("dict", "list", "tuple", "int", "long", "float", "str", "bool", "bytes")
+    },
+}
+
+
+def _plain(obj: Any) -> Any:
+    """The loaded object with every OmegaConf stand-in rebuilt as plain values."""
+    if isinstance(obj, _OmegaConfContainer):
+        return _plain(obj.content("_content"))
+    if isinstance(obj, _OmegaConfNode):
+        return _plain(obj.content("_val"))
+    if isinstance(obj, _OmegaConfObject):
+        return None
+    if isinstance(obj, Mapping):
+        plain = {k: _plain(v) for k, v in obj.items()}
+        return collections.OrderedDict(plain) if isinstance(obj, collections.OrderedDict) else plain
+    if type(obj) in (list, tuple):
+        return type(obj)(_plain(v) for v in obj)
+    return obj
+
+
 _ALLOWED_GLOBALS = {
+    **_OMEGACONF_GLOBALS,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
@@ -238,7 +327,12 @@ def _load_torch_zip(path: str, opaque: bool) -> Any:
             if order != "little":
                 raise TorchCheckpointError(f"{path}: byte order {order!r} is not supported")
         unpickler = _RestrictedUnpickler(archive.read(pickles[0]), archive, prefix, opaque)
-        return unpickler.load()
+        try:
+            loaded = unpickler.load()
+        except (TypeError, pickle.UnpicklingError) as e:
+            # E.g. a type marker of the OmegaConf allow-list called as a constructor.
+            raise TorchCheckpointError(f"{path}: cannot rebuild the pickled object ({e})") from e
+        return _plain(loaded)
 
 
 def _load_safetensors(path: str) -> dict[str, np.ndarray]:
@@ -317,6 +411,50 @@ def mdlm_parameter_names(config: ModelConfig) -> list[str]:
     """MDLM state-dict keys of the trainable parameters, in `DIT.parameters()` order
     (the order of EMA `shadow_params`)."""
     return [key for key, _, _ in _mdlm_layout(config)]
+
+
+# MDLM's Hydra config (`hyper_parameters["config"]`) -> what our config must say.
+# `model.*` are the DIT's dimensions; the rest are choices our import assumes.
+_MDLM_HPARAMS: tuple[tuple[str, str, Any], ...] = (
+    ("model.hidden_size", "model.hidden_size", lambda c: c.hidden_size),
+    ("model.n_blocks", "model.num_layers", lambda c: c.num_layers),
+    ("model.n_heads", "model.num_heads", lambda c: c.num_heads),
+    ("model.cond_dim", "model.cond_dim", lambda c: c.cond_dim),
+    ("time_conditioning", "model.time_conditioning", lambda c: c.time_conditioning),
+    ("parameterization", "the SUBS parameterization", lambda c: "subs"),
+    ("backbone", "the DiT backbone", lambda c: "dit"),
+)
+
+
+def mdlm_hyperparameters(raw: Any) -> Mapping[str, Any] | None:
+    """MDLM's config inside a Lightning checkpoint (`hyper_parameters["config"]`, or the
+    hyper-parameters themselves when they hold no `config`); None if there is none."""
+    hparams = raw.get("hyper_parameters") if isinstance(raw, Mapping) else None
+    if not isinstance(hparams, Mapping):
+        return None
+    config = hparams.get("config", hparams)
+    return config if isinstance(config, Mapping) else None
+
+
+def check_mdlm_hyperparameters(raw: Any, config: ModelConfig) -> None:
+    """Raises one TorchCheckpointError line naming every hyper-parameter of the
+    checkpoint's MDLM config that disagrees with `config`; keys it lacks are skipped."""
+    hparams = mdlm_hyperparameters(raw)
+    if hparams is None:
+        return
+    problems = []
+    for dotted, ours, expected in _MDLM_HPARAMS:
+        node: Any = hparams
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, Mapping) else None
+        want = expected(config)
+        if node is None or node == want:
+            continue
+        problems.append(f"{dotted} = {node!r} (config: {ours} = {want!r})")
+    if problems:
+        raise TorchCheckpointError(
+            "checkpoint hyper-parameters disagree with the model config: " + "; ".join(problems)
+        )
 
 
 def select_state_dict(
@@ -406,10 +544,12 @@ def load_mdlm_params(
 ) -> dict[str, Any]:
     """A public MDLM checkpoint file -> our `DiT(config)` params, optionally its EMA.
 
-    MDLM's own Lightning `.ckpt` files also pickle their OmegaConf hyper-parameters and
-    callback state, which the safe reader refuses unless `opaque_unknown_globals=True`
-    (those objects then load as inert `OpaqueObject`s and are never used)."""
+    A Lightning `.ckpt` pickles its OmegaConf hyper-parameters, which are read as plain
+    dicts and checked against `config` first (`check_mdlm_hyperparameters`). Objects of
+    any other class are refused unless `opaque_unknown_globals=True` (they then load as
+    inert `OpaqueObject`s and are never used)."""
     raw = load_checkpoint(path, opaque_unknown_globals=opaque_unknown_globals)
+    check_mdlm_hyperparameters(raw, config)
     names = mdlm_parameter_names(config) if use_ema else None
     return mdlm_params_from_state_dict(
         select_state_dict(raw, prefix, ema_parameter_names=names), config

@@ -6,6 +6,10 @@ process reads only its own rows, and the P slices of an epoch are disjoint and c
 it. The iterator's position is a small dict (`get_state` / `set_state`), saved with
 the checkpoint, so a resumed run sees exactly the batches it would have seen.
 
+The training iterator reads at most `data.prefetch_batches` batches ahead (grain's
+default of 500 is about 1 GiB of OWT batches per host). A run tokenises its corpus
+once: `load_token_splits` gives both splits, and both builders accept them (`splits=`).
+
 Validation: the first rows of the validation stream, in order, sliced the same way.
 If the split is too small for `num_batches` batches, rows are reused cyclically (with
 a printed note) rather than failing: a small eval set is still a valid estimate.
@@ -99,11 +103,14 @@ def make_train_iterator(
     seed: int,
     process_index: int = 0,
     process_count: int = 1,
+    splits: tuple[packing.TokenStream, packing.TokenStream] | None = None,
 ) -> grain.DatasetIterator:
-    """Endless, checkpointable iterator of {"tokens": int32 [batch_size, seq_len]}."""
+    """Endless, checkpointable iterator of {"tokens": int32 [batch_size, seq_len]}.
+
+    `splits` (from `load_token_splits`) saves tokenising the corpus again."""
     if not 0 <= process_index < process_count:
         raise DataError(f"process_index={process_index} is not in [0, {process_count})")
-    train_stream, _ = load_token_splits(data_cfg, tokenizer)
+    train_stream, _ = splits or load_token_splits(data_cfg, tokenizer)
     rows = _rows(train_stream, data_cfg, tokenizer)
     _check_enough_rows(rows, "training", batch_size, process_count)
     dataset = (
@@ -113,7 +120,7 @@ def make_train_iterator(
         .slice(slice(process_index, None, process_count))
         .batch(batch_size, drop_remainder=True)
         .map(_as_example)
-        .to_iter_dataset()
+        .to_iter_dataset(grain.ReadOptions(prefetch_buffer_size=data_cfg.prefetch_batches))
     )
     if data_cfg.worker_count > 0:
         dataset = dataset.mp_prefetch(
@@ -130,11 +137,13 @@ def make_eval_batches(
     num_batches: int,
     process_index: int = 0,
     process_count: int = 1,
+    splits: tuple[packing.TokenStream, packing.TokenStream] | None = None,
 ) -> list[dict[str, np.ndarray]]:
-    """The same `num_batches` validation batches every call (this process's slice)."""
+    """The same `num_batches` validation batches every call (this process's slice);
+    `splits` as in `make_train_iterator`."""
     if not 0 <= process_index < process_count:
         raise DataError(f"process_index={process_index} is not in [0, {process_count})")
-    _, val_stream = load_token_splits(data_cfg, tokenizer)
+    _, val_stream = splits or load_token_splits(data_cfg, tokenizer)
     rows = _rows(val_stream, data_cfg, tokenizer)
     _check_enough_rows(rows, "validation", batch_size, process_count)
     mine = range(process_index, len(rows), process_count)

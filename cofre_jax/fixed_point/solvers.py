@@ -14,6 +14,18 @@ The returned state is f(h) for the selected iterate h (the last one when the
 tolerance is off or the example converged, otherwise per `on_nonconvergence`), so it
 is always a block output, and `residual_B` is exactly ||f(h) - h|| for that h.
 
+Residuals cannot report a runaway as converged. Norms are taken after a max-abs
+rescale, so ||f(h)|| does not overflow before the difference does (finite / inf = 0
+was "converged"); a non-finite iterate or norm is an infinite residual; and an
+iterate that ran away is an infinite residual too (`runaway`): it grew by more than
+`RUNAWAY_GROWTH` over the example's first iterate while either its step stayed at
+least half the first step (no contraction: Anderson extrapolating along a map with
+no fixed point, where ||f(h) - h|| / ||f(h)|| shrinks only because ||f(h)|| grows)
+or the float resolution of |h| in h's dtype reached half the first step (f(h) - h
+may then round to 0 without h being a fixed point). A runaway iterate never meets
+the tolerance, is never the "best" one, and counts as not converged with the
+tolerance off.
+
 Letters: B batch, N flattened per-example state size, M history window.
 """
 
@@ -34,9 +46,16 @@ BlockFn = Callable[[PyTree, PyTree, PyTree], PyTree]
 
 class SolverStats(NamedTuple):
     iterations_B: jax.Array  # int32: evaluations of f counted for each example
-    residual_B: jax.Array  # float32: residual of the returned iterate (inf if non-finite)
+    residual_B: jax.Array  # float32: residual of the returned iterate (inf: non-finite, runaway)
     converged_B: jax.Array  # bool: reached the tolerance (tolerance off: residual finite)
     evals: jax.Array  # int32 scalar: batched calls of f, i.e. block evaluations spent
+
+
+# "Orders of magnitude": growth of ||f(h)|| over max(||h0||, ||f(h0)||) that, with a
+# step that did not contract, marks a runaway. A contraction with Lipschitz constant L
+# grows by at most about 2 / (1 - L), so only maps with L > 0.98 get near it, and they
+# still converge once their step has halved.
+RUNAWAY_GROWTH = 100.0
 
 
 class NonConvergenceError(RuntimeError):
@@ -119,15 +138,54 @@ def _select(mask_B: jax.Array, new: PyTree, old: PyTree) -> PyTree:
     return jax.tree.map(pick, new, old)
 
 
-def residual_norm(fz_BxN: jax.Array, z_BxN: jax.Array, tol_kind: str) -> jax.Array:
-    """Per-example ||f(z) - z|| (relative: divided by ||f(z)||), float32, inf if non-finite."""
-    diff = jnp.sqrt(jnp.sum(jnp.square(fz_BxN - z_BxN), axis=1))
+def row_norm(v_BxN: jax.Array) -> jax.Array:
+    """Per-example 2-norm after a max-abs rescale: inf only if the norm itself overflows
+    (or v is non-finite), never because a square did."""
+    scale_B = jnp.max(jnp.abs(v_BxN), axis=1)
+    ok_B = jnp.isfinite(scale_B)
+    safe_B = jnp.where(ok_B & (scale_B > 0), scale_B, 1.0)
+    norm_B = safe_B * jnp.sqrt(jnp.sum(jnp.square(v_BxN / safe_B[:, None]), axis=1))
+    return jnp.where(ok_B, norm_B, jnp.inf)
+
+
+def _step_norms(fz_BxN: jax.Array, z_BxN: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(||f(z) - z||, ||f(z)||, ||z||), each inf where non-finite."""
+    return row_norm(fz_BxN - z_BxN), row_norm(fz_BxN), row_norm(z_BxN)
+
+
+def _residual(diff_B: jax.Array, fz_norm_B: jax.Array, tol_kind: str) -> jax.Array:
     if tol_kind == "relative":
-        diff = diff / (jnp.sqrt(jnp.sum(jnp.square(fz_BxN), axis=1)) + 1e-12)
-    elif tol_kind != "absolute":
+        res_B = diff_B / (fz_norm_B + 1e-12)
+    elif tol_kind == "absolute":
+        res_B = diff_B
+    else:
         raise ValueError(f"tol_kind {tol_kind!r} is not one of ('relative', 'absolute')")
-    diff = diff.astype(jnp.float32)
-    return jnp.where(jnp.isfinite(diff), diff, jnp.inf)
+    res_B = res_B.astype(jnp.float32)
+    ok_B = jnp.isfinite(res_B) & jnp.isfinite(diff_B) & jnp.isfinite(fz_norm_B)
+    return jnp.where(ok_B, res_B, jnp.inf)
+
+
+def residual_norm(fz_BxN: jax.Array, z_BxN: jax.Array, tol_kind: str) -> jax.Array:
+    """Per-example ||f(z) - z|| (relative: divided by ||f(z)||), float32; inf if z, f(z)
+    or either norm is non-finite."""
+    diff_B, fz_norm_B, _ = _step_norms(fz_BxN, z_BxN)
+    return _residual(diff_B, fz_norm_B, tol_kind)
+
+
+def runaway(
+    diff_B: jax.Array,
+    fz_norm_B: jax.Array,
+    scale0_B: jax.Array,
+    step0_B: jax.Array,
+    eps: float,
+) -> jax.Array:
+    """True where an iterate ran away (module docstring): ||f(h)|| grew by more than
+    RUNAWAY_GROWTH over scale0 = max(||h0||, ||f(h0)||) while its step ||f(h) - h|| stayed
+    above half the first step step0, or h's float resolution (eps ||f(h)||) reached it."""
+    grown_B = fz_norm_B > RUNAWAY_GROWTH * scale0_B
+    no_contraction_B = diff_B > 0.5 * step0_B
+    unresolved_B = eps * fz_norm_B >= 0.5 * step0_B
+    return grown_B & (no_contraction_B | unresolved_B)
 
 
 def batch_max_iter(max_iter, batch: int) -> jax.Array:
@@ -241,10 +299,15 @@ def solve(
 
     z0_BxN = state.flatten(h0)
     batch = state.batch
+    # The coarsest resolution among h's leaves: f sees h rounded to it.
+    eps = max(float(jnp.finfo(d).eps) for d in state.dtypes)
     carry = dict(
         z=z0_BxN,
         out=z0_BxN,
         res=jnp.full((batch,), jnp.inf, jnp.float32),
+        # Per-example reference of the first evaluation, for the runaway guard.
+        scale0=jnp.zeros((batch,), state.acc_dtype),
+        step0=jnp.zeros((batch,), state.acc_dtype),
         iters=jnp.zeros((batch,), jnp.int32),
         converged=jnp.zeros((batch,), jnp.bool_),
         active=cap_B > 0,
@@ -258,7 +321,12 @@ def solve(
     def body(c):
         active_B = c["active"]
         fz_BxN = state.flatten(f(params, state.unflatten(c["z"]), x))
-        res_B = residual_norm(fz_BxN, c["z"], spec.tol_kind)
+        diff_B, fz_norm_B, z_norm_B = _step_norms(fz_BxN, c["z"])
+        first_B = c["iters"] == 0
+        scale0_B = jnp.where(first_B, jnp.maximum(z_norm_B, fz_norm_B), c["scale0"])
+        step0_B = jnp.where(first_B, diff_B, c["step0"])
+        ran_away_B = runaway(diff_B, fz_norm_B, scale0_B, step0_B, eps)
+        res_B = jnp.where(ran_away_B, jnp.inf, _residual(diff_B, fz_norm_B, spec.tol_kind))
         take_B = active_B & (res_B < c["res"]) if keep_best else active_B
         hit_B = res_B <= spec.tol if tol_on else jnp.zeros_like(active_B)
         z_next_BxN, method_next = step(c["method"], c["z"], fz_BxN, c["iters"])
@@ -267,6 +335,8 @@ def solve(
             z=_select(active_B, z_next_BxN, c["z"]),
             out=_select(take_B, fz_BxN, c["out"]),
             res=jnp.where(take_B, res_B, c["res"]),
+            scale0=scale0_B,
+            step0=step0_B,
             iters=iters_B,
             converged=c["converged"] | (active_B & hit_B),
             active=active_B & ~hit_B & (iters_B < cap_B),
