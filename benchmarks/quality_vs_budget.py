@@ -52,7 +52,7 @@ from configs import synthetic as synthetic_fp  # noqa: E402
 from configs import synthetic_cofre, synthetic_mdlm, synthetic_mdlm_cons  # noqa: E402
 
 BUDGETS = (96, 192, 384, 768)
-ITERATIONS = (10, 6, 4)  # mean fixed-point iterations per step of the FP sweep
+ITERATIONS = (10, 6, 4, 2)  # mean fixed-point iterations per step of the FP sweep
 # run -> (config module, config file, the run its stage starts from)
 RUNS = {
     "mdlm": (synthetic_mdlm, "configs/synthetic_mdlm.py", None),

@@ -4,7 +4,7 @@ Why: at CPU scale a byte model of real text writes letter soup, and a scorer LM 
 ranks how characters tokenise rather than sample quality. Here the true probability of
 any row is computable in float64, so sample quality is the samples' true negative
 log-likelihood per token, and its excess over the corpus's entropy is the measure
-(docs/method.md §5).
+(docs/design.md §5).
 
 The generator (`SparseHMM`, built from `data.synthetic_*` and its seed):
 - S hidden states; state s moves to `branching` successors (distinct, random), with
