@@ -30,7 +30,7 @@ run-mdlm: setup
 	$(MAIN) --config=configs/quickstart_mdlm.py --workdir=runs/quickstart_mdlm
 	$(MAIN) --config=configs/quickstart_mdlm.py --workdir=runs/quickstart_mdlm --mode=sample
 
-# FP-MDLM converted from the MDLM baseline and distilled from it (DESIGN §2.6).
+# FP-MDLM converted from the MDLM baseline and distilled from it (docs/method.md §2.6).
 convert: run-mdlm
 	$(MAIN) --config=configs/quickstart_convert.py --workdir=runs/quickstart_convert --mode=convert
 	$(MAIN) --config=configs/quickstart_convert.py --workdir=runs/quickstart_convert --mode=sample

@@ -1,6 +1,6 @@
 """Sample quality against the block-pass budget: MDLM, FP-MDLM, FP + L_CONS and CoFRe.
 
-The published comparison (DESIGN §2.8) at a scale this machine can run: the quickstart
+The published comparison (docs/method.md §2.8) at a scale this machine can run: the quickstart
 width (D=128, byte tokens, seq 128) on the embedded Wikipedia corpus.
 
 1. plan:  train-step times of the three training recipes, measured side by side in
@@ -14,7 +14,7 @@ width (D=128, byte tokens, seq 128) on the embedded Wikipedia corpus.
                    consistency stage (configs/quickstart_cofre.py) from it, so that
                    base + stage cost what fp_mdlm costs.
 3. eval:  `--mode=eval` on each run: validation NELBO, then samples at every budget,
-          scored by the offline scorer LM (SmolLM2-135M GGUF, DESIGN §4). FP-MDLM and
+          scored by the offline scorer LM (SmolLM2-135M GGUF, docs/design.md §4). FP-MDLM and
           FP + L_CONS sample with a cold solver start; CoFRe is the fp_cons weights
           sampled with 3SR. Each budget's result is saved as it finishes.
 4. report: benchmarks/results/quality_vs_budget.{json,md,png}.
@@ -243,7 +243,7 @@ def _markdown(out: dict) -> list[str]:
     results, plan = out["results"], out["plan"]
     methods = list(results)
     lines = [
-        "# Sample quality against the block-pass budget (DESIGN §2.8, at quickstart scale)",
+        "# Sample quality against the block-pass budget (docs/method.md §2.8, at quickstart scale)",
         "",
         f"`{out['command']}` on {out['machine']} (JAX {out['jax']}).",
         f"Scale: {out['scale']}. Equal training compute: every method trains for the time of "

@@ -82,7 +82,7 @@ def _train(config: Config, workdir: str, **train_kwargs) -> dict:
 
 
 def run_convert(config: Config, workdir: str, raw_config) -> None:
-    """FP-MDLM from a trained MDLM (DESIGN §2.6), then distillation from it."""
+    """FP-MDLM from a trained MDLM (docs/method.md §2.6), then distillation from it."""
     from cofre_jax import convert
 
     if not config.convert.teacher:

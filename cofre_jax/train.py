@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +17,6 @@ import flax
 import jax
 import jax.numpy as jnp
 import optax
-from absl import logging
 from clu import metric_writers
 
 from cofre_jax import checkpoint, diffusion, sharding, stages
@@ -290,12 +290,30 @@ class _StopFlag:
         return self
 
     def _handle(self, signum, frame):
-        logging.warning("signal %d received: checkpointing and stopping", signum)
+        # Said at once: a silent wait for the step in flight invites a second Ctrl-C.
+        name = signal.Signals(signum).name
+        if self.requested:
+            print(f"{name}: already stopping after the step in flight", file=sys.stderr)
+        else:
+            print(
+                f"{name} received: finishing the step in flight, then saving a checkpoint "
+                "and stopping",
+                file=sys.stderr,
+                flush=True,
+            )
         self.requested = True
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def _wait_for(metrics) -> None:
+    """Waits until a dispatched step has run, polling so that signal handlers (which
+    Python runs between bytecodes, never inside a blocking call) print at once."""
+    leaves = jax.tree_util.tree_leaves(metrics)
+    while not all(leaf.is_ready() for leaf in leaves):
+        time.sleep(0.002)
 
 
 def write_json(path: str, payload: dict) -> None:
@@ -410,11 +428,19 @@ def train_and_evaluate(
     stopped_early = False
     tokens_per_step = tc.batch_size * config.data.seq_len
     window_start, window_step = time.perf_counter(), step
+    pending_metrics = None  # of the step dispatched before the current one
     with _StopFlag() as stop:
         while step < tc.num_steps and not stop.requested:
             batch = sharding.global_batch(next(train_iter), trainer.mesh)
             state, last_metrics = trainer.train_step(state, batch)
             step += 1
+            # Dispatch runs ahead of the device: without this wait the loop queues tens
+            # of steps, and a stop would run them all first. Waiting for the previous
+            # step keeps one step queued behind the running one (the device never idles
+            # on the host) and at most one more step after a signal.
+            if pending_metrics is not None:
+                _wait_for(pending_metrics)
+            pending_metrics = last_metrics
             if step % tc.log_every == 0 or step == tc.num_steps:
                 _check_finite(state, step)
                 scalars = {k: float(v) for k, v in jax.device_get(last_metrics).items()}

