@@ -166,11 +166,28 @@ class FixedPointConfig:
         return float(self.eval_iterations)
 
     def validate(self) -> None:
-        try:
-            for spec in self.specs():
+        from cofre_jax.fixed_point.specs import SpecError
+
+        solver, gradient = self.specs()
+        # The specs' field names differ from the config's: name the one the user set.
+        for spec, renamed in (
+            (solver, {"method": "solver", "max_iter": "eval_iterations"}),
+            (
+                gradient,
+                {
+                    "method": "gradient",
+                    "nograd_range": "nograd_min/nograd_max",
+                    "grad_range": "grad_min/grad_max",
+                    "max_iter": "adjoint_max_iter",  # of the adjoint solver
+                    "tol": "adjoint_tol",
+                },
+            ),
+        ):
+            try:
                 spec.validate()
-        except ValueError as e:
-            raise ConfigError(f"fixed_point: {e}") from None
+            except SpecError as e:
+                field = f"fixed_point.{renamed.get(e.field, e.field)}"
+                _check(False, field, e.value, e.allowed)
 
 
 @dataclasses.dataclass(frozen=True)
