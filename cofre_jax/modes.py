@@ -115,7 +115,6 @@ def run_convert(config: Config, workdir: str, raw_config) -> None:
 def run_eval(config: Config, workdir: str, raw_config) -> None:
     """Validation NELBO, costs and, per eval.budgets, scored samples (cofre_jax.evaluation)."""
     from cofre_jax.evaluation import run
-
     from cofre_jax.evaluation import scorer as scorer_lib
 
     scorer_lib.scorer_kind(config.eval.scorer)  # a bad spec fails before any work

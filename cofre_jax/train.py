@@ -363,7 +363,8 @@ def _with_params(state: TrainState, params) -> TrainState:
 
 def _log_line(step: int, num_steps: int, scalars: dict[str, float], eta_s: float) -> str:
     parts = [f"step {step}/{num_steps}", f"loss {scalars['loss']:.4f}"]
-    for name in ("divergence", "lambda", "fp_iterations", "fp_residual"):
+    names = ("base_loss", "divergence", "lambda", "time_gap")
+    for name in (*names, "fp_iterations", "fp_residual", "fp_residual_max"):
         if name in scalars:
             parts.append(f"{name} {scalars[name]:.4g}")
     parts.append(f"grad_norm {scalars['grad_norm']:.3f}")
