@@ -51,5 +51,8 @@ format: setup
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# The asset cache outside the checkout (corpus, BPE ranks, scorer) is kept: it would
+# only be fetched again.
 clean:
 	rm -rf $(VENV) runs .cache
+	@echo "kept the asset cache $${COFRE_CACHE:-$$HOME/.cache/cofre_jax}; remove it to fetch the assets again"
