@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -278,34 +279,61 @@ class Trainer:
 
 
 class _StopFlag:
-    """Turns SIGTERM/SIGINT into a checkpoint-and-exit at the next step boundary."""
+    """Turns SIGTERM/SIGINT into a checkpoint-and-exit at the next step boundary.
+
+    Python runs a signal handler only between bytecodes of the main thread, so not
+    during a compile, an evaluation or a wait inside XLA. The signal also writes its
+    number to a wakeup pipe (`signal.set_wakeup_fd`), and a thread reading that pipe
+    says at once that the run is stopping: a silent wait invites a second Ctrl-C.
+    """
 
     def __init__(self):
         self.requested = False
         self._previous = {}
 
     def __enter__(self):
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._write_fd, False)
+        self._previous_wakeup = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._previous[sig] = signal.signal(sig, self._handle)
+        self._announcer = threading.Thread(target=self._announce, daemon=True)
+        self._announcer.start()
         return self
 
     def _handle(self, signum, frame):
-        # Said at once: a silent wait for the step in flight invites a second Ctrl-C.
-        name = signal.Signals(signum).name
-        if self.requested:
-            print(f"{name}: already stopping after the step in flight", file=sys.stderr)
-        else:
-            print(
-                f"{name} received: finishing the step in flight, then saving a checkpoint "
-                "and stopping",
-                file=sys.stderr,
-                flush=True,
-            )
         self.requested = True
+
+    def _announce(self) -> None:
+        seen = 0
+        while True:
+            try:
+                signals = os.read(self._read_fd, 64)
+            except OSError:
+                return
+            if not signals:  # the write end was closed: training is over
+                return
+            for signum in signals:
+                if signum not in (signal.SIGINT, signal.SIGTERM):
+                    continue
+                name = signal.Signals(signum).name
+                seen += 1
+                if seen == 1:
+                    message = (
+                        f"{name} received: finishing the step in flight, then saving a "
+                        "checkpoint and stopping"
+                    )
+                else:
+                    message = f"{name}: already stopping after the step in flight"
+                print(message, file=sys.stderr, flush=True)
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        signal.set_wakeup_fd(self._previous_wakeup)
+        os.close(self._write_fd)
+        self._announcer.join(timeout=5)
+        os.close(self._read_fd)
 
 
 def _wait_for(metrics) -> None:
