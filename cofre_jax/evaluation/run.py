@@ -181,7 +181,7 @@ def evaluate_checkpoint(
         with open(path) as f:
             previous = json.load(f)
         report["parts"] = _upgrade(previous)
-        log(f"resuming {path} ({len(report['parts'])} scored parts kept)")
+        log(f"resuming {path} (keeping its {len(report['parts'])} budget parts)")
         for name in ("likelihood", "costs", "scorer"):
             if name in previous:
                 report[name] = previous[name]
