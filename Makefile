@@ -39,7 +39,7 @@ run-mdlm: setup
 	$(MAIN) --config=configs/quickstart_mdlm.py --workdir=runs/quickstart_mdlm
 	$(MAIN) --config=configs/quickstart_mdlm.py --workdir=runs/quickstart_mdlm --mode=sample
 
-# FP-MDLM converted from the MDLM baseline and distilled from it (DESIGN §2.6).
+# FP-MDLM converted from the MDLM baseline and distilled from it (docs/method.md §2.6).
 convert: run-mdlm
 	$(MAIN) --config=configs/quickstart_convert.py --workdir=runs/quickstart_convert --mode=convert
 	$(MAIN) --config=configs/quickstart_convert.py --workdir=runs/quickstart_convert --mode=sample
@@ -61,5 +61,8 @@ format: setup-test
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# The asset cache outside the checkout (corpus, BPE ranks, scorer) is kept: it would
+# only be fetched again.
 clean:
 	rm -rf $(VENV) runs .cache
+	@echo "kept the asset cache $${COFRE_CACHE:-$$HOME/.cache/cofre_jax}; remove it to fetch the assets again"

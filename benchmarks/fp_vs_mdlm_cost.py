@@ -5,7 +5,7 @@ Lowers and compiles (never runs) the jitted train step of `configs/owt_mdlm.py` 
 at seq_len 1024, bf16 compute, fp32 params, on a one-device mesh with abstract state
 and batch (`trainer.abstract_state`, `jax.ShapeDtypeStruct`s), and reports per-device
 XLA `cost_analysis()` FLOPs and `memory_analysis()` bytes as FP/MDLM ratios, next to
-the published -11.5% training time / -16.9% memory (DESIGN §2.8).
+the published -11.5% training time / -16.9% memory (docs/method.md §2.8).
 
 What XLA's cost analysis counts (probed at the start of every run, see `semantics` in
 the JSON): the body of a `scan` / `while_loop` is counted once whatever its trip count,
@@ -409,7 +409,7 @@ def markdown(report: dict) -> str:
         )
     lines += [
         "",
-        "Published (DESIGN §2.8): FP-MDLM -11.5% training time, -16.9% memory, -38.8% "
+        "Published (docs/method.md §2.8): FP-MDLM -11.5% training time, -16.9% memory, -38.8% "
         f"params. Here: params {report['params']['fp'] / 1e6:.1f}M vs "
         f"{report['params']['mdlm'] / 1e6:.1f}M ({_pct(report['params']['ratio'])}).",
         "",

@@ -164,7 +164,7 @@ def main() -> None:
         "command": "python benchmarks/quickstart_compare.py",
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, {jax.devices()[0].platform}",
         "jax": jax.__version__,
-        "corpus": "embedded Wikipedia summaries (DESIGN §4), byte tokenizer, seq 128",
+        "corpus": "embedded Wikipedia summaries (docs/design.md §4), byte tokenizer, seq 128",
         "eval": "validation NELBO of the EMA parameters on the fixed held-out batches",
         "results": results,
     }

@@ -1,4 +1,4 @@
-"""Sampling budgets in block passes (DESIGN §2.2) and their allocation over steps.
+"""Sampling budgets in block passes (docs/method.md §2.2) and their allocation over steps.
 
 Cost unit. One denoiser call costs `base + N * per_iteration` transformer-block forward
 passes: for FP-MDLM base = K_pre + K_post and per_iteration = K_fp with N fixed-point

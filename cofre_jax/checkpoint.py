@@ -9,17 +9,47 @@ mid-save leaves the previous checkpoint as the latest usable one.
 
 from __future__ import annotations
 
+import contextlib
+import logging as py_logging
 import os
+import re
+import sys
 from typing import Any
 
 import grain
 import jax
 import orbax.checkpoint as ocp
-from absl import logging
 
 
 class CheckpointMismatchError(ValueError):
     """The checkpoint on disk does not fit the configured model or optimiser."""
+
+
+# What orbax warns about on every read of another run's parameters, although each is
+# what we ask for: a read-only manager, and the data iterator left unread.
+_EXPECTED_ORBAX_WARNINGS = (
+    "read_only=True",
+    "Given directory is read only",
+    'Item "data" was found in the checkpoint, but could not be restored',
+)
+
+
+class _DropExpected(py_logging.Filter):
+    def filter(self, record: py_logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(expected in message for expected in _EXPECTED_ORBAX_WARNINGS)
+
+
+@contextlib.contextmanager
+def _expected_warnings_dropped():
+    """Drops only the warnings above (orbax logs through absl's "absl" logger): the
+    user reads them as breakage; any other orbax warning still comes through."""
+    logger, quiet = py_logging.getLogger("absl"), _DropExpected()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 def make_manager(workdir: str, *, keep: int, async_save: bool = True) -> ocp.CheckpointManager:
@@ -98,6 +128,11 @@ def restore_params(workdir: str, abstract_params: Any, *, use_ema: bool = True) 
     directory = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"no checkpoints folder in {workdir!r} to start from")
+    with _expected_warnings_dropped():
+        return _restore_params(directory, abstract_params, use_ema)
+
+
+def _restore_params(directory: str, abstract_params: Any, use_ema: bool) -> tuple[Any, int]:
     manager = ocp.CheckpointManager(
         os.path.abspath(directory),
         options=ocp.CheckpointManagerOptions(create=False, read_only=True),
@@ -164,16 +199,20 @@ def _restore_step(manager, step: int, abstract_state: Any, data_iter: Any) -> An
     return manager.restore(step, args=ocp.args.Composite(**args))["state"]
 
 
+def _short_reason(error: Exception) -> str:
+    """The gist of a read error: TensorStore's messages run to kilobytes of specs."""
+    first = str(error).splitlines()[0] if str(error) else type(error).__name__
+    first = re.split(r"\s*See full TensorStore details", first)[0]
+    return first if len(first) <= 120 else first[:117] + "..."
+
+
 def _set_aside(manager: ocp.CheckpointManager, step: int, error: Exception) -> None:
     path = os.path.join(str(manager.directory), str(step))
-    reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-    logging.warning(
-        "checkpoint step %d in %s cannot be read (%s); moving it to %s.corrupt and trying "
-        "the previous checkpoint",
-        step,
-        manager.directory,
-        reason[:300],
-        path,
+    print(
+        f"warning: checkpoint step {step} in {manager.directory} cannot be read "
+        f"({_short_reason(error)}); moving it to {step}.corrupt and trying the previous one",
+        file=sys.stderr,
+        flush=True,
     )
     if jax.process_index() == 0 and os.path.isdir(path):
         os.replace(path, f"{path}.corrupt")

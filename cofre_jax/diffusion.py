@@ -1,4 +1,4 @@
-"""Masked diffusion math (DESIGN §2.1): schedules, time sampling, masking, SUBS, NELBO.
+"""Masked diffusion math (docs/method.md §2.1): schedules, time sampling, masking, SUBS, NELBO.
 
 Forward process: each token is independently replaced by MASK with probability
 mask_prob(t) = 1 - alpha_t, alpha_t = exp(-sigma(t)). The continuous-time NELBO is

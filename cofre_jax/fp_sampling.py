@@ -7,7 +7,7 @@ Each step
 1. builds the solver's start h^0 from this step's h_pre (computed inside the model):
        cold   h^0 = h_pre
        reuse  h^0 = h*_prev
-       3sr    h^0 = gamma * h*_prev + (1 - gamma) * h_pre, gamma per token (DESIGN §2.5):
+       3sr    h^0 = gamma * h*_prev + (1 - gamma) * h_pre, gamma per token (docs/method.md §2.5):
               gamma_i = visible                 z_t^i = z_prev^i != MASK  (unchanged visible)
                         masked_min + (masked_max - masked_min) v_t
                                                 z_t^i = z_prev^i  = MASK  (still masked)
@@ -76,7 +76,7 @@ FPDenoiseFn = Callable[..., FPDenoiseOutput]
 
 
 class ReuseCoefficients(NamedTuple):
-    """3SR's gamma per token state (DESIGN §2.5); traced, so sweeps reuse the compile."""
+    """3SR's gamma per token state (docs/method.md §2.5); traced, so sweeps reuse the compile."""
 
     visible: float = 1.0  # unchanged visible token
     masked_min: float = 0.75  # still masked, at visible fraction 0
@@ -114,7 +114,7 @@ class FPSampleOutput(NamedTuple):
 def three_state_gamma(
     z_BxL: jax.Array, z_prev_BxL: jax.Array, coefficients: ReuseCoefficients, mask_id: int
 ) -> jax.Array:
-    """gamma_BxL (float32) of DESIGN §2.5 from this step's and the previous step's input."""
+    """gamma_BxL (float32) of docs/method.md §2.5 from this step's and the previous step's input."""
     c = ReuseCoefficients(*(jnp.asarray(x, jnp.float32) for x in coefficients))
     masked_BxL = z_BxL == mask_id
     same_BxL = z_BxL == z_prev_BxL

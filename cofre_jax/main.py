@@ -13,6 +13,10 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+# TensorFlow, imported by clu only to write TensorBoard events, otherwise prints three
+# native log lines about oneDNN at import; it runs no TF math for us.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
 MODES = ("train", "eval", "sample", "describe", "prepare", "convert")
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
@@ -72,24 +76,48 @@ def _unknown_override(argv: list[str]) -> str | None:
     return None
 
 
+USAGE = (
+    "usage: python -m cofre_jax.main --config=configs/NAME.py --workdir=DIR "
+    f"--mode={{{','.join(MODES)}}}"
+)
+
+
+def _missing_config_file(argv: list[str]) -> str | None:
+    path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if path is None or os.path.isfile(path.split(":")[0]):
+        return None
+    folder = os.path.dirname(path) or "."
+    known = (
+        sorted(f for f in os.listdir(folder) if f.endswith(".py")) if os.path.isdir(folder) else []
+    )
+    return f"config file {path!r} does not exist" + (f"; {folder}/ has {known}" if known else "")
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
+    # ml_collections reports these as tracebacks and absl adds its usage text: the
+    # README promises one line for every user error.
+    missing = _missing_config_file(argv)
+    if missing:
+        sys.exit(f"config error: {missing}")
     try:
         return flags.FLAGS(argv)
     except (AttributeError, KeyError) as e:
         message = _unknown_override(argv) or f"bad --config override: {e}"
         sys.exit(f"config error: {message}")
     except flags.Error as e:
-        sys.exit(
-            f"{e}\nusage: python -m cofre_jax.main --config=configs/NAME.py --workdir=DIR "
-            f"--mode={{{','.join(MODES)}}}"
-        )
+        message = str(e).splitlines()[0]
+        if message.startswith("flag --config."):  # a value of the wrong type
+            sys.exit(f"config error: {message.removeprefix('flag ')}")
+        sys.exit(f"error: {message} ({USAGE})")
+    except OSError as e:  # the config file exists but cannot be read or run
+        sys.exit(f"config error: {str(e).splitlines()[0]}")
 
 
 def main(argv) -> None:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        sys.exit(f"error: unexpected arguments {argv[1:]} ({USAGE})")
     if _CONFIG.value is None:
-        raise app.UsageError("--config=configs/NAME.py is required")
+        sys.exit(f"error: --config=configs/NAME.py is required ({USAGE})")
     if not flags.FLAGS["verbosity"].present:
         # Progress is printed by the modes; library INFO lines (orbax's per-save
         # messages) would bury it. `-v 0` brings them back.
@@ -104,7 +132,10 @@ def main(argv) -> None:
         sys.exit(f"config error: {e}")
     needs_workdir = _MODE.value in ("train", "eval", "sample", "convert")
     if needs_workdir and not _WORKDIR.value:
-        raise app.UsageError(f"--workdir is required for --mode={_MODE.value}")
+        sys.exit(
+            f"error: --mode={_MODE.value} needs --workdir=DIR, the run's folder "
+            "(checkpoints, logs, reports), e.g. --workdir=runs/quickstart"
+        )
     try:
         modes.run(_MODE.value, config, _WORKDIR.value, raw_config=_CONFIG.value)
     except _user_errors() as e:
@@ -119,6 +150,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from cofre_jax.data.assets import AssetFetchError
     from cofre_jax.data.errors import DataError
     from cofre_jax.evaluation.hf_folder import ScorerLoadError
+    from cofre_jax.train import NonFiniteLossError
 
     return (
         ConfigError,
@@ -128,6 +160,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
         LayerMapError,
         TorchCheckpointError,
         ScorerLoadError,
+        NonFiniteLossError,
         FileNotFoundError,
     )
 

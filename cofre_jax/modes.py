@@ -29,7 +29,7 @@ def _prepare_workdir(workdir: str) -> str:
             f.write("ok")
         os.remove(probe)
     except OSError as e:
-        raise SystemExit(f"workdir {workdir} cannot be written: {e.strerror}") from e
+        raise SystemExit(f"error: workdir {workdir} cannot be written: {e.strerror}") from e
     return workdir
 
 
@@ -56,7 +56,9 @@ def _eval_batches(config: Config, tokenizer=None, splits=None):
 
 def run_train(config: Config, workdir: str, raw_config) -> None:
     if config.stage.kind == "distill":
-        raise SystemExit("stage.kind 'distill' is run by --mode=convert (it needs a teacher)")
+        raise SystemExit(
+            "config error: stage.kind 'distill' is run by --mode=convert (it needs a teacher)"
+        )
     _train(config, workdir)
 
 
@@ -69,7 +71,7 @@ def _train(config: Config, workdir: str, **train_kwargs) -> dict:
             json.dump(dataclasses.asdict(config), f, indent=2)
     if config.train.batch_size % jax.process_count():
         raise SystemExit(
-            f"train.batch_size={config.train.batch_size} must divide over "
+            f"config error: train.batch_size={config.train.batch_size} must divide over "
             f"{jax.process_count()} processes"
         )
 
@@ -92,16 +94,19 @@ def _train(config: Config, workdir: str, **train_kwargs) -> dict:
 
 
 def run_convert(config: Config, workdir: str, raw_config) -> None:
-    """FP-MDLM from a trained MDLM (DESIGN §2.6), then distillation from it."""
+    """FP-MDLM from a trained MDLM (docs/method.md §2.6), then distillation from it."""
     from cofre_jax import convert
 
     if not config.convert.teacher:
         raise SystemExit(
-            "--mode=convert needs the MDLM teacher: --config.convert.teacher=<workdir of an "
+            "config error: --mode=convert needs the MDLM teacher: "
+            "--config.convert.teacher=<workdir of an "
             "MDLM run, or a PyTorch MDLM checkpoint file>"
         )
     if config.model.kind != "fp_mdlm":
-        raise SystemExit(f"--mode=convert builds an fp_mdlm model, not {config.model.kind!r}")
+        raise SystemExit(
+            f"config error: --mode=convert builds an fp_mdlm model, not {config.model.kind!r}"
+        )
     config = dataclasses.replace(config, stage=dataclasses.replace(config.stage, kind="distill"))
     config.validate()
     teacher_params, student_params, report = convert.convert_mdlm(config)
@@ -120,7 +125,9 @@ def run_convert(config: Config, workdir: str, raw_config) -> None:
 def run_eval(config: Config, workdir: str, raw_config) -> None:
     """Validation NELBO, costs and, per eval.budgets, scored samples (cofre_jax.evaluation)."""
     from cofre_jax.evaluation import run
+    from cofre_jax.evaluation import scorer as scorer_lib
 
+    scorer_lib.scorer_kind(config.eval.scorer)  # a bad spec fails before any work
     workdir = _prepare_workdir(workdir)
     ev = config.eval
     for budget, steps in zip(ev.budgets, ev.budget_steps or (None,) * len(ev.budgets)):

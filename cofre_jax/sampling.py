@@ -1,4 +1,4 @@
-"""Jitted samplers for masked diffusion models (DESIGN §2.1): MDLM's ancestral sampler.
+"""Jitted samplers for masked diffusion models (docs/method.md §2.1): MDLM's ancestral sampler.
 
 Structure (MaskGIT `libml/` style): a decoding state (`SampleState`, a NamedTuple) is
 carried through one `lax.fori_loop` over a time grid by a generic driver
@@ -22,7 +22,7 @@ and an argmax over the masks still left. We instead treat the last step's s as t
 time 0 (alpha_0 = 1, reveal probability 1): every remaining MASK is drawn from the same
 p_theta the step already computed. This is the exact ancestral posterior from
 t_{steps-1} to 0, costs no extra network call (so `steps` network calls is the whole
-budget, matching DESIGN's block-pass accounting), and differs from MDLM only on
+budget, matching the block-pass accounting of docs/method.md §2.2), and differs from MDLM only on
 positions still masked at final_eps (a fraction about final_eps / t_{steps-1}), which
 are sampled rather than argmaxed.
 

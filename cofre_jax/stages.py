@@ -1,4 +1,4 @@
-"""Training objectives beyond the MDLM loss (DESIGN §2.4, §2.6).
+"""Training objectives beyond the MDLM loss (docs/method.md §2.4, §2.6).
 
 consistency (CoFRe's post-training stage):
     L = L_MDLM(student) + lambda * mean_{i masked in z_s} D(h_s(i), sg(h_c(i)))

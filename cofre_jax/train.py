@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +18,6 @@ import flax
 import jax
 import jax.numpy as jnp
 import optax
-from absl import logging
 from clu import metric_writers
 
 from cofre_jax import checkpoint, diffusion, sharding, stages
@@ -278,24 +279,69 @@ class Trainer:
 
 
 class _StopFlag:
-    """Turns SIGTERM/SIGINT into a checkpoint-and-exit at the next step boundary."""
+    """Turns SIGTERM/SIGINT into a checkpoint-and-exit at the next step boundary.
+
+    Python runs a signal handler only between bytecodes of the main thread, so not
+    during a compile, an evaluation or a wait inside XLA. The signal also writes its
+    number to a wakeup pipe (`signal.set_wakeup_fd`), and a thread reading that pipe
+    says at once that the run is stopping: a silent wait invites a second Ctrl-C.
+    """
 
     def __init__(self):
         self.requested = False
         self._previous = {}
 
     def __enter__(self):
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._write_fd, False)
+        self._previous_wakeup = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._previous[sig] = signal.signal(sig, self._handle)
+        self._announcer = threading.Thread(target=self._announce, daemon=True)
+        self._announcer.start()
         return self
 
     def _handle(self, signum, frame):
-        logging.warning("signal %d received: checkpointing and stopping", signum)
         self.requested = True
+
+    def _announce(self) -> None:
+        seen = 0
+        while True:
+            try:
+                signals = os.read(self._read_fd, 64)
+            except OSError:
+                return
+            if not signals:  # the write end was closed: training is over
+                return
+            for signum in signals:
+                if signum not in (signal.SIGINT, signal.SIGTERM):
+                    continue
+                name = signal.Signals(signum).name
+                seen += 1
+                if seen == 1:
+                    message = (
+                        f"{name} received: finishing the step in flight, then saving a "
+                        "checkpoint and stopping"
+                    )
+                else:
+                    message = f"{name}: already stopping after the step in flight"
+                print(message, file=sys.stderr, flush=True)
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        signal.set_wakeup_fd(self._previous_wakeup)
+        os.close(self._write_fd)
+        self._announcer.join(timeout=5)
+        os.close(self._read_fd)
+
+
+def _wait_for(metrics) -> None:
+    """Waits until a dispatched step has run, polling so that signal handlers (which
+    Python runs between bytecodes, never inside a blocking call) print at once."""
+    leaves = jax.tree_util.tree_leaves(metrics)
+    while not all(leaf.is_ready() for leaf in leaves):
+        time.sleep(0.002)
 
 
 def write_json(path: str, payload: dict) -> None:
@@ -345,7 +391,8 @@ def _with_params(state: TrainState, params) -> TrainState:
 
 def _log_line(step: int, num_steps: int, scalars: dict[str, float], eta_s: float) -> str:
     parts = [f"step {step}/{num_steps}", f"loss {scalars['loss']:.4f}"]
-    for name in ("divergence", "lambda", "fp_iterations", "fp_residual"):
+    names = ("base_loss", "divergence", "lambda", "time_gap")
+    for name in (*names, "fp_iterations", "fp_residual", "fp_residual_max"):
         if name in scalars:
             parts.append(f"{name} {scalars[name]:.4g}")
     parts.append(f"grad_norm {scalars['grad_norm']:.3f}")
@@ -422,11 +469,19 @@ def train_and_evaluate(
     stopped_early = False
     tokens_per_step = tc.batch_size * config.data.seq_len
     window_start, window_step = time.perf_counter(), step
+    pending_metrics = None  # of the step dispatched before the current one
     with _StopFlag() as stop:
         while step < tc.num_steps and not stop.requested:
             batch = sharding.global_batch(next(train_iter), trainer.mesh)
             state, last_metrics = trainer.train_step(state, batch)
             step += 1
+            # Dispatch runs ahead of the device: without this wait the loop queues tens
+            # of steps, and a stop would run them all first. Waiting for the previous
+            # step keeps one step queued behind the running one (the device never idles
+            # on the host) and at most one more step after a signal.
+            if pending_metrics is not None:
+                _wait_for(pending_metrics)
+            pending_metrics = last_metrics
             if step % tc.log_every == 0 or step == tc.num_steps:
                 _check_finite(state, step)
                 scalars = {k: float(v) for k, v in jax.device_get(last_metrics).items()}

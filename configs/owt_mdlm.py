@@ -1,4 +1,4 @@
-"""The published MDLM OpenWebText baseline (DESIGN §2.1), ~170M parameters.
+"""The published MDLM OpenWebText baseline (docs/method.md §2.1), ~170M parameters.
 
 Prepare the data once (tokenised shards, last 100k documents held out):
     python -m cofre_jax.main --config=configs/owt_mdlm.py --mode=prepare \
@@ -16,7 +16,7 @@ import base  # noqa: E402
 
 def get_config():
     cfg = base.get_config()
-    # Every value below is DESIGN §2.1; base.py already holds most of them, they are
+    # Every value below is docs/method.md §2.1; base.py already holds most of them, they are
     # restated so this file reads as the published recipe.
     cfg.model.kind = "mdlm"
     cfg.model.hidden_size = 768

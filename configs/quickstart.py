@@ -2,7 +2,7 @@
 
 One explicit block, one weight-tied block iterated to a fixed point (SJFB with the
 published N_ng ~ U{0..4}, N_g ~ U{3..6}) and one explicit block, on the offline
-Wikipedia-summaries corpus (DESIGN §4) with UTF-8 bytes as tokens. The MDLM baseline
+Wikipedia-summaries corpus (docs/design.md §4) with UTF-8 bytes as tokens. The MDLM baseline
 at the same width is configs/quickstart_mdlm.py; the consistency stage that follows
 this run is configs/quickstart_cofre.py.
     python -m cofre_jax.main --config=configs/quickstart.py --workdir=runs/quickstart

@@ -1,4 +1,4 @@
-"""CoFRe's consistency stage (DESIGN §2.4) on the quickstart FP-MDLM.
+"""CoFRe's consistency stage (docs/method.md §2.4) on the quickstart FP-MDLM.
 
 Starts from the EMA parameters of the quickstart run (configs/quickstart.py in
 runs/quickstart), adds lambda * MSE between the final hidden states at the student

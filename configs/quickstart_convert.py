@@ -2,7 +2,7 @@
 runs/quickstart_mdlm) becomes a 1/1/1 FP-MDLM and is distilled from the frozen MDLM.
 
 Blocks 1 / 2 / 4 play the roles of the published 1 / 6 / 12 at a quarter of the depth.
-DESIGN §2.6 trains ~40k steps with a 5k-step lambda warm-up; this run keeps the same
+docs/method.md §2.6 trains ~40k steps with a 5k-step lambda warm-up; this run keeps the same
 proportion (1/8 of the run) at a CPU-sized length.
     python -m cofre_jax.main --config=configs/quickstart_convert.py --mode=convert \
         --workdir=runs/quickstart_convert

@@ -1,7 +1,7 @@
 """The MDLM baseline of the quickstart: a small MDLM that trains on 2 CPU cores in a few
 minutes (the embedded default, configs/quickstart.py, is its FP-MDLM counterpart).
 
-Data is the offline Wikipedia-summaries corpus (DESIGN §4), fetched once into the
+Data is the offline Wikipedia-summaries corpus (docs/design.md §4), fetched once into the
 cache; UTF-8 bytes keep the vocabulary (and so the embedding and head) tiny.
     python -m cofre_jax.main --config=configs/quickstart_mdlm.py --workdir=runs/quickstart_mdlm
 """
@@ -44,7 +44,7 @@ def get_config():
     cfg.sample.steps = 128
 
     # --mode=eval samples at the published budgets scaled to 4 blocks (96 and 384 block
-    # passes at 12 blocks, DESIGN §2.8) and scores them with SmolLM2-135M (offline).
+    # passes at 12 blocks, docs/method.md §2.8) and scores them with SmolLM2-135M (offline).
     cfg.eval.budgets = (32, 128)
     cfg.eval.budget_steps = (8, 32)
     cfg.eval.num_samples = 16

@@ -11,7 +11,8 @@
 #   --gpus            CUDA_VISIBLE_DEVICES, e.g. 0,1 (default: all GPUs)
 #   --mem-fraction    XLA_PYTHON_CLIENT_MEM_FRACTION, e.g. .9 (default: JAX's)
 #   --install         pip install --upgrade "jax[cuda12]" -e <repo> first
-#   --python          default python3
+#   --python          default: this checkout's .venv/bin/python (what `make setup`
+#                     creates) when it exists, else python3
 #   --config          default configs/owt.py (relative to the repository)
 #   --workdir         run directory (required)
 #   --mode            train (default), eval, sample, describe, ...
@@ -23,6 +24,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 
 GPUS="" MEM_FRACTION="" INSTALL=0 PYTHON="python3" CONFIG="configs/owt.py" WORKDIR="" MODE="train"
+# The venv that has this package installed, not whatever python3 is first on PATH.
+[[ ! -x "$REPO_ROOT/.venv/bin/python" ]] || PYTHON="$REPO_ROOT/.venv/bin/python"
 OVERRIDES=()
 
 while (($#)); do

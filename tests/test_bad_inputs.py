@@ -55,7 +55,37 @@ CASES = {
         ["--config.data.source=embedded", "--config.data.path=nosuch"],
         "unknown embedded corpus 'nosuch'",
     ),
-    "unwritable workdir": (["--workdir=/proc/cannot_write_here"], "cannot be written"),
+    "unwritable workdir": (["--workdir=/proc/cannot_write_here"], "error: workdir"),
+    "mistyped config path": (["--config=configs/owt_mdl.py", "--mode=describe"], "does not exist"),
+    "non-numeric value": (
+        ["--config.optim.lr=abc"],
+        "config error: --config.optim.lr=abc: could not convert string to float",
+    ),
+    "missing workdir": (["--workdir="], "error: --mode=train needs --workdir=DIR"),
+    "non-finite loss": (
+        [
+            "--config=configs/quickstart.py",
+            "--config.train.num_steps=8",
+            "--config.train.log_every=4",
+            "--config.optim.lr=0.99",
+            "--config.optim.warmup_steps=0",
+            "--config.optim.grad_clip=0",
+            "--config.fixed_point.solver=anderson",
+        ],
+        "error: non-finite loss or gradient",
+    ),
+    "unknown scorer": (
+        ["--mode=eval", "--config.eval.scorer=nosuch.gguf"],
+        "error: eval.scorer='nosuch.gguf' is neither",
+    ),
+    "unknown fixed-point gradient": (
+        ["--config=configs/quickstart.py", "--config.fixed_point.gradient=bogus"],
+        "config error: config field 'fixed_point.gradient' = 'bogus'",
+    ),
+    "unknown fixed-point solver": (
+        ["--config=configs/quickstart.py", "--config.fixed_point.solver=newton"],
+        "config error: config field 'fixed_point.solver' = 'newton'",
+    ),
     "budget below one step": (
         [
             "--config=configs/quickstart.py",
@@ -96,5 +126,7 @@ def test_bad_input_is_one_clear_error(name, files):
     )
     assert out.returncode != 0
     assert "Traceback" not in out.stderr, out.stderr[-2000:]
-    last = out.stderr.strip().splitlines()[-1]
-    assert message in last, out.stderr[-2000:]
+    lines = out.stderr.strip().splitlines()
+    assert message in lines[-1], out.stderr[-2000:]
+    # One line: the error is the only line on stderr (no usage text, no library noise).
+    assert len(lines) == 1, out.stderr[-2000:]

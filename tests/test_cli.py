@@ -109,7 +109,7 @@ def test_describe_full_owt_configs():
     facts = {}
     for name, text in (("mdlm", mdlm), ("fp", fp)):
         facts[name] = dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
-    # Golden counts: they change only if the architecture changes (DESIGN §2.1-2.2).
+    # Golden counts: they change only if the architecture changes (docs/method.md §2.1-2.2).
     assert int(facts["mdlm"]["total_params"]) == 169_627_218
     assert int(facts["fp"]["total_params"]) == 104_659_794
     assert facts["mdlm"]["block_passes_per_step"] == "12"

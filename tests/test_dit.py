@@ -99,7 +99,7 @@ def test_owt_small_parameter_count_golden():
     #                 = 1,536 + 1,769,472 + 589,824 + 2,362,368 + 2,360,064 + 594,432
     #                 = 7,677,696;  x 12                    = 92,132,352
     #   output_layer  D + (D*V + V) + (2D*C + 2D)           = 38,847,314
-    #   total                                               = 169,627,218  (~170M, DESIGN §2.1)
+    #   total                                               = 169,627,218  (~170M, method §2.1)
     config = dataclasses.replace(
         TINY,
         vocab_size=50258,

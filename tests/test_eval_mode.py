@@ -71,7 +71,8 @@ def test_resume_redoes_only_missing_budgets(trained, monkeypatch):
     path = workdir / "resume_step4.json"
     report = json.loads(path.read_text())
     assert "gen_ppl" not in report["budgets"]["8"]  # scorer "none": entropy only
-    del report["budgets"]["16"]
+    del report["budgets"]["16"]  # as if interrupted before budget 16 was done
+    report["parts"] = [p for p in report["parts"] if p["key"]["budget"] != 16]
     path.write_text(json.dumps(report))
     calls = []
     original = generate.draw_samples
@@ -84,14 +85,55 @@ def test_resume_redoes_only_missing_budgets(trained, monkeypatch):
     modes.run("eval", config, str(workdir))
     assert calls == [16]
     assert set(json.loads(path.read_text())["budgets"]) == {"8", "16"}
-    # Other sampler settings: the old parts no longer apply, everything is redone.
+    # Other sampler settings: the old parts no longer apply; new ones are added.
     monkeypatch.undo()
     modes.run(
         "eval",
         _config(corpus, scorer_path, eval__report="resume", eval__scorer="none", sample__seed=1),
         str(workdir),
     )
-    assert json.loads(path.read_text())["settings"]["sample"]["seed"] == 1
+    report = json.loads(path.read_text())
+    assert report["settings"]["sample"]["seed"] == 1
+    assert sorted(p["key"]["sample"]["seed"] for p in report["parts"]) == [0, 0, 1, 1]
+
+
+def test_scored_parts_survive_other_settings(trained, monkeypatch, capsys):
+    """An entropy-only rerun and a changed budget list add to the report, never erase."""
+    corpus, scorer_path, workdir = trained
+    path = workdir / "kept_step4.json"
+    modes.run("eval", _config(corpus, scorer_path, eval__report="kept"), str(workdir))
+    scored = json.loads(path.read_text())["budgets"]
+    assert all("gen_ppl" in e for e in scored.values())
+    calls = []
+    original = generate.draw_samples
+    monkeypatch.setattr(
+        generate, "draw_samples", lambda *a, **k: calls.append(a[3].budget) or original(*a, **k)
+    )
+    # Entropy only, one budget added: the scored parts serve it, only budget 12 is drawn.
+    modes.run(
+        "eval",
+        _config(
+            corpus,
+            scorer_path,
+            eval__report="kept",
+            eval__scorer="none",
+            eval__budgets=(12, 8, 16),
+            eval__budget_steps=(4, 4, 8),
+        ),
+        str(workdir),
+    )
+    assert calls == [12]
+    report = json.loads(path.read_text())
+    assert set(report["budgets"]) == {"12", "8", "16"}
+    summary = [x for x in capsys.readouterr().out.splitlines() if x.startswith("budget ")]
+    assert [x.split(":")[0] for x in summary[-3:]] == ["budget 12", "budget 8", "budget 16"]
+    assert report["budgets"]["8"]["gen_ppl"] == scored["8"]["gen_ppl"]
+    assert "gen_ppl" not in report["budgets"]["12"]
+    # Back to the first settings: everything is still there, nothing is redone.
+    calls.clear()
+    modes.run("eval", _config(corpus, scorer_path, eval__report="kept"), str(workdir))
+    assert calls == []
+    assert json.loads(path.read_text())["budgets"] == scored
 
 
 def test_budget_below_one_step_is_a_config_error(trained):

@@ -2,7 +2,7 @@
 
 The problems are imported by the other test_fixed_point_* modules and by
 benchmarks/solvers.py: (a) a random contractive linear map, (b) a small tanh network,
-(c) a pre-LN transformer block with input injection in the DESIGN §2.2 style.
+(c) a pre-LN transformer block with input injection in the docs/method.md §2.2 style.
 
 Letters: B batch, L length, D hidden, C conditioning width, H heads.
 """
@@ -70,7 +70,7 @@ def tanh_problem(batch: int = 3, d: int = 5, radius: float = 0.9, seed: int = 1)
 
 
 class InjectedBlock(nn.Module):
-    """Pre-LN transformer block behind an fc1/fc2 injection of u (DESIGN §2.2).
+    """Pre-LN transformer block behind an fc1/fc2 injection of u (docs/method.md §2.2).
 
     `contraction` scales fc2's init, which sets how strongly h is mixed back in and so
     how many iterations the fixed point takes.

@@ -402,14 +402,17 @@ def test_single_host_dry_run(stubs, tmp_path):
         env=env,
         cwd=tmp_path,
     )
+    # The checkout's venv when it has one (`make setup`), else the python3 on PATH.
+    venv_python = os.path.join(ROOT, ".venv", "bin", "python")
+    python = venv_python if os.access(venv_python, os.X_OK) else "python3"
     assert _commands(out.stdout) == [
         ["cd", str(ROOT)],
-        ["python3", "-m", "pip", "install", "--upgrade", "jax[cuda12]", "-e", "."],
+        [python, "-m", "pip", "install", "--upgrade", "jax[cuda12]", "-e", "."],
         [
             "env",
             "CUDA_VISIBLE_DEVICES=0,1",
             "XLA_PYTHON_CLIENT_MEM_FRACTION=.9",
-            "python3",
+            python,
             "-m",
             "cofre_jax.main",
             "--config=configs/owt.py",

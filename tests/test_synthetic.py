@@ -140,7 +140,10 @@ def test_pipeline_rows_are_generator_rows_and_resume_exactly():
     for want in expected:
         np.testing.assert_array_equal(next(resumed)["tokens"], want)
     text = tokenizer.decode(batch[0])
-    assert tokenizer.encode(text) == batch[0, 1:-1].tolist()
+    assert text.startswith("<eos> s") and tokenizer.encode(text) == batch[0].tolist()
+    assert tokenizer.encode("s3 <mask> <eos>") == [3, 65, 64]
+    with pytest.raises(ValueError, match="not a symbol"):
+        tokenizer.encode("s64")
 
 
 @pytest.mark.parametrize(
@@ -162,3 +165,28 @@ def test_oracle_scorer_needs_the_synthetic_corpus():
     cfg.data.source, cfg.data.tokenizer, cfg.data.path = "embedded", "byte", "wiki"
     with pytest.raises(ConfigError, match="'eval.scorer' = 'oracle'"):
         from_config_dict(cfg)
+
+
+def test_eval_mode_reports_the_exact_scores(tmp_path, capsys):
+    """--mode=eval on a tiny model of the synthetic corpus: per budget, the oracle's
+    excess NLL over the entropy, equal to scoring the saved samples again."""
+    from cofre_jax import modes
+    from cofre_jax.evaluation import oracle
+
+    cfg = synthetic_mdlm.get_config()
+    cfg.model.hidden_size, cfg.model.num_layers, cfg.model.num_heads = 32, 2, 2
+    cfg.model.cond_dim = 16
+    cfg.data.seq_len, cfg.data.val_docs, cfg.data.synthetic_train_rows = 18, 64, 512
+    cfg.train.batch_size, cfg.train.num_steps, cfg.train.eval_batches = 8, 4, 2
+    cfg.train.log_every, cfg.train.checkpoint_every, cfg.optim.warmup_steps = 2, 2, 2
+    cfg.eval.budgets, cfg.eval.budget_steps, cfg.eval.num_samples = (8,), (4,), 8
+    config = from_config_dict(cfg)
+    modes.run("train", config, str(tmp_path))
+    modes.run("eval", config, str(tmp_path))
+    assert "excess over the entropy" in capsys.readouterr().out
+    entry = json.loads((tmp_path / "eval_step4.json").read_text())["budgets"]["8"]
+    tokenizer = make_tokenizer(config.data)
+    rows = np.array([tokenizer.encode(text) for text in entry["samples"]])
+    again = oracle.score_samples(config.data, rows)
+    assert entry["excess_nll"] == pytest.approx(again["excess_nll"], rel=1e-9)
+    assert entry["excess_nll"] > 0 and (rows[:, 0] == 64).all() and (rows[:, -1] == 64).all()

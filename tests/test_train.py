@@ -1,11 +1,13 @@
 """Train step: determinism, 8-device sharding equals 1 device, exact resume after
 SIGKILL (also from a corrupted latest checkpoint) and SIGTERM."""
 
+import dataclasses
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import jax
@@ -86,6 +88,62 @@ def test_nonfinite_loss_skips_update_and_stops(config):
     )
     with pytest.raises(train.NonFiniteLossError, match="non-finite loss"):
         train._check_finite(state, 1)
+
+
+def test_a_signal_stops_after_at_most_one_more_step(config, tmp_path, monkeypatch, capsys):
+    """Steps are dispatched ahead of the device; after SIGINT at most one step more than
+    the one running at the signal may run before the checkpoint."""
+    config = dataclasses.replace(
+        config,
+        train=dataclasses.replace(
+            config.train, num_steps=400, log_every=1000, checkpoint_every=1000
+        ),
+    )
+
+    def slow(x):  # a device step of 40 ms: dispatch alone would run far ahead of it
+        time.sleep(0.04)
+        return x
+
+    slow_jit = jax.jit(lambda x: jax.pure_callback(slow, jax.ShapeDtypeStruct((), x.dtype), x))
+    dispatched, seen = [], {}
+    original = train.Trainer.train_step
+
+    def step_then_signal(self, state, batch):
+        state, metrics = original(self, state, batch)
+        metrics = {**metrics, "loss": slow_jit(metrics["loss"])}
+        dispatched.append(metrics["loss"])
+        if len(dispatched) == 5:
+
+            def send():
+                seen["done"] = sum(m.is_ready() for m in list(dispatched))
+                os.kill(os.getpid(), signal.SIGINT)
+
+            threading.Timer(0.3, send).start()
+        return state, metrics
+
+    monkeypatch.setattr(train.Trainer, "train_step", step_then_signal)
+    data = lambda: _data_for(config)  # noqa: E731
+    train.train_and_evaluate(config, str(tmp_path), make_data=data)
+    out = capsys.readouterr()
+    assert "SIGINT received: finishing the step in flight" in out.err
+    final = len(dispatched)
+    assert f"stopped by signal at step {final}; checkpoint saved" in out.out
+    # `done` steps had finished at the signal, one was running; at most one more ran.
+    assert final - (seen["done"] + 1) <= 1, (final, seen)
+    assert _checkpoint_steps(tmp_path)[-1] == final
+
+
+def _data_for(config):
+    from cofre_jax import data
+
+    tokenizer = data.make_tokenizer(config.data)
+    train_iter = data.make_train_iterator(
+        config.data, tokenizer, batch_size=config.train.batch_size, seed=0
+    )
+    evals = data.make_eval_batches(
+        config.data, tokenizer, batch_size=config.train.batch_size, num_batches=1
+    )
+    return train_iter, evals
 
 
 def _train_cmd(corpus, workdir, num_steps):

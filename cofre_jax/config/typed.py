@@ -62,7 +62,7 @@ class ModelConfig:
     dropout: float
     dtype: str  # compute dtype
     param_dtype: str
-    # fp_mdlm only (DESIGN §2.2): explicit pre/post blocks, the weight-tied block(s),
+    # fp_mdlm only (docs/method.md §2.2): explicit pre/post blocks, the weight-tied block(s),
     # and how the injection u enters F.
     k_pre: int
     k_fp: int
@@ -108,7 +108,7 @@ class ModelConfig:
         _check_choice("model.injection", self.injection, INJECTIONS)
 
     def block_passes(self, fp_iterations: int) -> int:
-        """Transformer-block forward passes of one denoiser call (DESIGN §2.2 cost unit)."""
+        """Transformer-block forward passes of one denoiser call (docs/method.md §2.2 cost unit)."""
         if self.kind == "mdlm":
             return self.num_layers
         return self.k_pre + fp_iterations * self.k_fp + self.k_post
@@ -174,11 +174,28 @@ class FixedPointConfig:
         return float(self.eval_iterations)
 
     def validate(self) -> None:
-        try:
-            for spec in self.specs():
+        from cofre_jax.fixed_point.specs import SpecError
+
+        solver, gradient = self.specs()
+        # The specs' field names differ from the config's: name the one the user set.
+        for spec, renamed in (
+            (solver, {"method": "solver", "max_iter": "eval_iterations"}),
+            (
+                gradient,
+                {
+                    "method": "gradient",
+                    "nograd_range": "nograd_min/nograd_max",
+                    "grad_range": "grad_min/grad_max",
+                    "max_iter": "adjoint_max_iter",  # of the adjoint solver
+                    "tol": "adjoint_tol",
+                },
+            ),
+        ):
+            try:
                 spec.validate()
-        except ValueError as e:
-            raise ConfigError(f"fixed_point: {e}") from None
+            except SpecError as e:
+                field = f"fixed_point.{renamed.get(e.field, e.field)}"
+                _check(False, field, e.value, e.allowed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -333,7 +350,7 @@ class SampleConfig:
     budget_steps: int  # T under a budget; 0 derives it from the budget
     schedule: str  # allocation of fixed-point iterations over the steps
     min_iterations: int  # fewest fixed-point iterations a step gets
-    warm_start: str  # solver start per step: cold, reuse or 3sr (DESIGN §2.5)
+    warm_start: str  # solver start per step: cold, reuse or 3sr (docs/method.md §2.5)
     reuse_visible: float  # 3SR gamma of unchanged visible tokens
     reuse_masked_min: float  # 3SR gamma of still-masked tokens at visible fraction 0
     reuse_masked_max: float  # ... and at visible fraction 1
@@ -403,7 +420,7 @@ class StageConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ConvertConfig:
-    """--mode=convert: which MDLM becomes the FP-MDLM, and how (DESIGN §2.6)."""
+    """--mode=convert: which MDLM becomes the FP-MDLM, and how (docs/method.md §2.6)."""
 
     teacher: str  # our workdir or a PyTorch MDLM checkpoint file
     teacher_num_layers: int

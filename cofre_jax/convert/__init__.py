@@ -1,4 +1,4 @@
-"""Importers of weights trained elsewhere (DESIGN §2.6: public MDLM checkpoints)."""
+"""Importers of weights trained elsewhere (docs/method.md §2.6: public MDLM checkpoints)."""
 
 from cofre_jax.convert.from_mdlm import (
     TORCH_SUFFIXES,

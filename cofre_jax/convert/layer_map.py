@@ -1,4 +1,4 @@
-"""MDLM -> FP-MDLM parameters (DESIGN §2.6): copy mapped blocks, near-identity injection.
+"""MDLM -> FP-MDLM parameters (docs/method.md §2.6): copy mapped blocks, near-identity injection.
 
 The embedding, time embedding and output head come from the MDLM unchanged. Teacher
 blocks named by the 1-based `layer_map` become the pre blocks, the weight-tied block(s)

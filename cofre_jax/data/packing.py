@@ -1,4 +1,4 @@
-"""Token streams and packed rows (DESIGN §2.1).
+"""Token streams and packed rows (docs/method.md §2.1).
 
 Every document is followed by one EOS, and the documents of a split are concatenated
 into one stream: `doc0 EOS doc1 EOS ... docN EOS`. The stream is cut into consecutive

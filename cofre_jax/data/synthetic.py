@@ -217,24 +217,33 @@ def token_splits(data_cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
 
 
 class SyntheticTokenizer:
-    """Symbols 0..V-1 written as `s<id>` words; V is BOS/EOS. Invertible on its output."""
+    """Symbols 0..V-1 written as `s<id>` words; V is BOS/EOS, written `<eos>`.
+
+    `decode` keeps every id, the frame and any MASK (`<mask>`, id V + 1) included, so a
+    saved sample decodes back to exactly the row the oracle scored.
+    """
 
     name = "synthetic"
 
     def __init__(self, vocab: int):
         self.vocab_size = vocab + 1
         self.bos_id = self.eos_id = vocab
+        self._special = {"<eos>": vocab, "<mask>": vocab + 1}
 
     def encode(self, text: str) -> list[int]:
         ids = []
         for word in text.split():
-            if not (word.startswith("s") and word[1:].isdigit() and int(word[1:]) < self.bos_id):
+            if word in self._special:
+                ids.append(self._special[word])
+            elif word.startswith("s") and word[1:].isdigit() and int(word[1:]) < self.bos_id:
+                ids.append(int(word[1:]))
+            else:
                 raise ValueError(f"{word!r} is not a symbol of this synthetic corpus")
-            ids.append(int(word[1:]))
         return ids
 
     def encode_batch(self, texts):
         return [self.encode(t) for t in texts]
 
     def decode(self, ids) -> str:
-        return " ".join(f"s{int(i)}" for i in ids if 0 <= int(i) < self.bos_id)
+        words = {v: k for k, v in self._special.items()}
+        return " ".join(words.get(int(i), f"s{int(i)}") for i in ids)

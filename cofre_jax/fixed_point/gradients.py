@@ -4,7 +4,7 @@ All return (h, SolverStats) and compose with jit, vmap and grad:
 - implicit: custom VJP; the backward pass solves g = J_h^T g + dL/dh* with its own
   solver, then pulls g back to params and x (h* does not depend on h0).
 - sjfb: N_ng ~ U{nograd_range} Picard steps under stop-gradient, then N_g ~ U{grad_range}
-  differentiated steps (DESIGN §2.3), both drawn inside jit from `key`.
+  differentiated steps (docs/method.md §2.3), both drawn inside jit from `key`.
 - phantom: forward solve, then k damped differentiated steps from the stopped h*.
 - jfb: forward solve, then one differentiated step.
 - unrolled: backprop through a fixed number of Picard steps from h0 (the reference).

@@ -15,9 +15,18 @@ NONCONVERGENCE_POLICIES = ("best", "last", "raise")
 GRADIENT_METHODS = ("implicit", "sjfb", "phantom", "jfb", "unrolled")
 
 
+class SpecError(ValueError):
+    """A spec field out of range; `field`, `value` and `allowed` let config code name the
+    config field the user set instead of the spec's own field."""
+
+    def __init__(self, field: str, value, allowed: str):
+        super().__init__(f"fixed-point setting '{field}' = {value!r} is invalid: allowed {allowed}")
+        self.field, self.value, self.allowed = field, value, allowed
+
+
 def _check(ok: bool, field: str, value, allowed: str) -> None:
     if not ok:
-        raise ValueError(f"fixed-point setting '{field}' = {value!r} is invalid: allowed {allowed}")
+        raise SpecError(field, value, allowed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +70,7 @@ def _default_adjoint() -> SolverSpec:
 
 @dataclasses.dataclass(frozen=True)
 class GradientSpec:
-    """How gradients flow through the fixed point (DESIGN §2.3 for the SJFB ranges)."""
+    """How gradients flow through the fixed point (docs/method.md §2.3 for the SJFB ranges)."""
 
     method: str = "sjfb"
     nograd_range: tuple[int, int] = (0, 4)  # SJFB N_ng ~ U{lo..hi}

@@ -1,4 +1,4 @@
-"""MDLM's DiT denoiser (DESIGN §2.1): embedding -> N DiT blocks -> adaLN final layer.
+"""MDLM's DiT denoiser (docs/method.md §2.1): embedding -> N DiT blocks -> adaLN final layer.
 
 Returns raw logits; the SUBS parameterisation lives in `cofre_jax.diffusion`.
 

@@ -1,4 +1,4 @@
-"""FP-MDLM (DESIGN §2.2): explicit pre blocks, one weight-tied block iterated to a
+"""FP-MDLM (docs/method.md §2.2): explicit pre blocks, one weight-tied block iterated to a
 fixed point, explicit post blocks and MDLM's head.
 
     h_pre = P(z_t, t);  u = G(h_pre);  h* = Fix(F(.; u, t));  logits = H(h*, t)
