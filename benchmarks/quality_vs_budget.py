@@ -53,12 +53,26 @@ from configs import synthetic_cofre, synthetic_mdlm, synthetic_mdlm_cons  # noqa
 
 BUDGETS = (96, 192, 384, 768)
 ITERATIONS = (10, 6, 4, 2)  # mean fixed-point iterations per step of the FP sweep
-# run -> (config module, config file, the run its stage starts from)
+# run -> (config module, config file, the run its stage starts from, field overrides)
 RUNS = {
-    "mdlm": (synthetic_mdlm, "configs/synthetic_mdlm.py", None),
-    "fp_mdlm": (synthetic_fp, "configs/synthetic.py", None),
-    "fp_cons": (synthetic_cofre, "configs/synthetic_cofre.py", "fp_mdlm"),
-    "mdlm_cons": (synthetic_mdlm_cons, "configs/synthetic_mdlm_cons.py", "mdlm"),
+    "mdlm": (synthetic_mdlm, "configs/synthetic_mdlm.py", None, {}),
+    "fp_mdlm": (synthetic_fp, "configs/synthetic.py", None, {}),
+    "fp_cons": (synthetic_cofre, "configs/synthetic_cofre.py", "fp_mdlm", {}),
+    "mdlm_cons": (synthetic_mdlm_cons, "configs/synthetic_mdlm_cons.py", "mdlm", {}),
+    # Ablation: the same stage (steps, lr, early-stop rule) with lambda = 0, i.e. more
+    # steps of the plain loss. Separates what L_CONS does from what the extra steps do.
+    "fp_more": (
+        synthetic_cofre,
+        "configs/synthetic_cofre.py",
+        "fp_mdlm",
+        {"stage.lambda_max": 0.0},
+    ),
+    "mdlm_more": (
+        synthetic_mdlm_cons,
+        "configs/synthetic_mdlm_cons.py",
+        "mdlm",
+        {"stage.lambda_max": 0.0},
+    ),
 }
 # method -> (run, FP warm start or None for MDLM, sample-section overrides)
 METHODS = {
@@ -69,6 +83,8 @@ METHODS = {
     "CoFRe": ("fp_cons", "3sr", {}),
     "CoFRe + adaptive": ("fp_cons", "3sr", {"adaptive_tol": 0.01}),
     "MDLM + L_CONS": ("mdlm_cons", None, {}),
+    "FP + stage, lambda=0 (3SR)": ("fp_more", "3sr", {}),
+    "MDLM + stage, lambda=0": ("mdlm_more", None, {}),
 }
 
 
@@ -77,14 +93,18 @@ def log(message: str) -> None:
 
 
 def _overrides(run: str, runs: str) -> list[str]:
-    parent = RUNS[run][2]
-    return [f"--config.stage.init_from={os.path.join(runs, parent)}"] if parent else []
+    _, _, parent, fields = RUNS[run]
+    flags = [f"--config.{field}={value}" for field, value in fields.items()]
+    return flags + ([f"--config.stage.init_from={os.path.join(runs, parent)}"] if parent else [])
 
 
 def run_config(run: str, runs: str):
     cfg = RUNS[run][0].get_config()
     if RUNS[run][2]:
         cfg.stage.init_from = os.path.join(runs, RUNS[run][2])
+    for field, value in RUNS[run][3].items():
+        section, name = field.split(".")
+        cfg[section][name] = value
     return from_config_dict(cfg)
 
 
@@ -119,7 +139,7 @@ def phase_costs(runs: str, rounds: int) -> dict:
 
 
 def phase_train(runs: str) -> None:
-    for run, (_, config_file, _) in RUNS.items():
+    for run, (_, config_file, _, _) in RUNS.items():
         run_cli(config_file, "train", os.path.join(runs, run), _overrides(run, runs))
 
 
