@@ -111,7 +111,7 @@ def _spread_problem(rate: float, nonlinear: bool):
 @pytest.mark.parametrize("nonlinear", [False, True])
 @pytest.mark.parametrize("rate", [0.05, 0.1, 0.3])
 def test_anderson_no_slower_than_picard_on_easy_blocks(rate, nonlinear):
-    """The ridge is relative to the current squared residual: on a fast contraction
+    """The ridge is relative to each slot's own squared residual: on a fast contraction
     the oldest (largest) residual in the window no longer over-regularises the recent
     ones. With the ridge scaled by the window's mean squared residual Anderson needed
     more evaluations than Picard here (rate 0.05 tanh: 11 vs 7 to 1e-10)."""
