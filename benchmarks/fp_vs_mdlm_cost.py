@@ -187,8 +187,11 @@ def component_flops(trainer: train.Trainer) -> dict[str, float]:
 
     f = make_block_fn(cfg, train=True, dropout_key=key)
 
-    def cell_fwd(p, h, u, cond):
-        return f(p, h, (u, cond, cos, sin))
+    # F's x carries the hoisted injection term (W_u u + b, 2D wide for fpdm), not u.
+    inj = jax.ShapeDtypeStruct((B, L, 2 * D if cfg.injection == "fpdm" else D), jnp.float32)
+
+    def cell_fwd(p, h, inj, cond):
+        return f(p, h, (inj, cond, cos, sin))
 
     def fwd_bwd(fn):
         def run(p, h, *rest):
@@ -200,26 +203,27 @@ def component_flops(trainer: train.Trainer) -> dict[str, float]:
     solver = fixed_point.SolverSpec(method="picard", tol=0.0, max_iter=4)
     i32 = jax.ShapeDtypeStruct((), jnp.int32)
 
-    def nograd_solve(p, h, u, cond, n):
-        return fixed_point.solve(f, p, h, (u, cond, cos, sin), solver, max_iter=n)[0]
+    def nograd_solve(p, h, inj, cond, n):
+        return fixed_point.solve(f, p, h, (inj, cond, cos, sin), solver, max_iter=n)[0]
 
     blk, cell, head = params["pre_blocks_0"], params["fp_cell"], params["output_layer"]
     return {
         "block_fwd": _compiled_flops(block_fwd, blk, h, cond),
         "block_fwd_bwd": _compiled_flops(fwd_bwd(block_fwd), blk, h, cond),
-        "fp_cell_fwd": _compiled_flops(cell_fwd, cell, h, h, cond),
-        "fp_cell_fwd_bwd": _compiled_flops(fwd_bwd(cell_fwd), cell, h, h, cond),
-        "nograd_while_body": _compiled_flops(nograd_solve, cell, h, h, cond, i32),
+        "fp_cell_fwd": _compiled_flops(cell_fwd, cell, h, inj, cond),
+        "fp_cell_fwd_bwd": _compiled_flops(fwd_bwd(cell_fwd), cell, h, inj, cond),
+        "nograd_while_body": _compiled_flops(nograd_solve, cell, h, inj, cond, i32),
         "head_fwd": _compiled_flops(head_fwd, head, h, cond),
         "head_fwd_bwd": _compiled_flops(fwd_bwd(head_fwd), head, h, cond),
     }
 
 
 def analytic_flops_per_row(L: int, D: int, V: int) -> dict[str, float]:
-    """Matmul FLOPs per row (forward): block 24 L D^2 + 4 L^2 D; F adds fc1 (2D->2D) and
-    fc2 (2D->D), 12 L D^2; injection 2 L D^2; head 2 L D V. Backward = 2 x forward."""
+    """Matmul FLOPs per row (forward): block 24 L D^2 + 4 L^2 D; F adds fc1's h half
+    (D->2D) and fc2 (2D->D), 8 L D^2; injection G plus fc1's u half (hoisted out of the
+    loop, once per call) 2 L D^2 + 4 L D^2; head 2 L D V. Backward = 2 x forward."""
     block = 24 * L * D**2 + 4 * L**2 * D
-    cell, inj, head = block + 12 * L * D**2, 2 * L * D**2, 2 * L * D * V
+    cell, inj, head = block + 8 * L * D**2, 6 * L * D**2, 2 * L * D * V
     mdlm = 3 * (12 * block + head)
     fp = 3 * (2 * block + inj + head + MEAN_GRAD * cell) + MEAN_NOGRAD * cell
     return {"block_fwd": block, "fp_cell_fwd": cell, "head_fwd": head, "mdlm": mdlm, "fp": fp}

@@ -51,7 +51,11 @@ def test_forward_solve_keeps_batch_sharded(mesh, method):
     single, _ = jax.jit(lambda p, hh, xx: solve(f, p, hh, xx, spec))(
         *jax.device_get((params, h0, x))
     )
-    np.testing.assert_allclose(h, single, rtol=1e-5, atol=1e-5)
+    # Both are solves to tol 1e-5 in float32; per-shard reduction order changes rounding,
+    # and an example that stalls near float32's floor can stop at a different iterate
+    # (Anderson: 52 vs 91 iterations for one example here), so agreement is only at the
+    # tolerance's scale.
+    np.testing.assert_allclose(h, single, rtol=3e-5, atol=3e-5)
 
 
 def test_sjfb_train_step_gathers_no_batch(mesh):

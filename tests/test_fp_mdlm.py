@@ -1,5 +1,9 @@
 """FP-MDLM denoiser: structure, what it exposes, and that training reaches every part."""
 
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +11,8 @@ import pytest
 
 from cofre_jax import diffusion
 from cofre_jax.config.typed import from_config_dict
-from cofre_jax.models import build_model, param_groups
+from cofre_jax.models import build_model, fp_mdlm, param_groups
+from cofre_jax.models.layers import DiTBlock, dense
 from configs import quickstart_mdlm as quickstart
 
 
@@ -133,3 +138,81 @@ def test_diverging_solve_is_logged_and_never_reaches_the_parameters():
     if not np.isfinite(metrics["loss"]):
         assert int(state.nonfinite_steps) == 1
         jax.tree_util.tree_map(np.testing.assert_array_equal, after, params)
+
+
+class _ConcatCell(nn.Module):
+    """F as it was before the hoisting: fc1(concat[h, u]) inside every iteration."""
+
+    config: Any
+
+    @nn.compact
+    def __call__(self, h_BxLxD, u_BxLxD, cond_BxC, cos_LxK, sin_LxK, *, train, injected=False):
+        cfg, D = self.config, self.config.hidden_size
+        hu_BxLx2D = jnp.concatenate([h_BxLxD, u_BxLxD], axis=-1)
+        x_BxLx2D = nn.gelu(dense(cfg, 2 * D, 2 * D, name="fc1")(hu_BxLx2D), approximate=True)
+        x_BxLxD = dense(cfg, D, 2 * D, name="fc2")(x_BxLx2D).astype(jnp.float32)
+        for i in range(cfg.k_fp):
+            x_BxLxD = DiTBlock(cfg, name=f"blocks_{i}")(
+                x_BxLxD, cond_BxC, (cos_LxK, sin_LxK), train=train
+            )
+        return x_BxLxD
+
+
+def _perturbed(params, scale=0.02):
+    # Zero-initialised adaLN and head would hide most of F; random params exercise it all.
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(3), len(leaves))
+    return jax.tree.unflatten(
+        treedef, [x + scale * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
+    )
+
+
+def test_hoisted_injection_matches_the_concat_formulation(monkeypatch):
+    """W_u u + b computed once outside the loop gives the logits of fc1(concat[h, u])
+    inside every iteration, eval solve and the training (SJFB) forward alike, from the
+    same parameters (names and shapes unchanged, so checkpoints load)."""
+    config = _config()
+    model, params, tokens, sigma = _init(config)
+    params = _perturbed(params)
+    rngs = {"dropout": jax.random.PRNGKey(5), "fixed_point": jax.random.PRNGKey(6)}
+
+    def run(train):
+        return jax.jit(
+            lambda p: model.apply({"params": p}, tokens, sigma, train=train, num_iterations=
+                                  None if train else 6, rngs=rngs if train else None)
+        )(params)  # fmt: skip
+
+    hoisted = [run(False), run(True)]
+    monkeypatch.setattr(fp_mdlm, "FPCell", _ConcatCell)
+    monkeypatch.setattr(fp_mdlm, "injection_term", lambda cfg, p, u: u)
+    concat = [run(False), run(True)]
+    for got, want in zip(hoisted, concat):
+        assert float(jnp.max(jnp.abs(want))) > 0.1
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(want))))
+
+
+@pytest.mark.parametrize("injection", ["fpdm", "add"])
+def test_sjfb_gradient_reaches_the_whole_fc1_kernel(injection):
+    """Both halves of fc1 (W_h in the loop, W_u hoisted out of it) and its bias get
+    gradient under SJFB; with additive injection there is no fc1."""
+    config = _config(gradient="sjfb")
+    model_cfg = dataclasses.replace(config.model, injection=injection)
+    config = dataclasses.replace(config, model=model_cfg)
+    model, params, tokens, sigma = _init(config)
+    params = _perturbed(params)
+    rngs = {"dropout": jax.random.PRNGKey(5), "fixed_point": jax.random.PRNGKey(6)}
+
+    def loss(p):
+        logits = model.apply({"params": p}, tokens, sigma, train=True, rngs=rngs)
+        return jnp.mean(jax.nn.log_softmax(logits)[..., 0])
+
+    grads = jax.jit(jax.grad(loss))(params)["fp_cell"]
+    if injection == "add":
+        assert "fc1" not in grads
+        return
+    D = config.model.hidden_size
+    kernel = np.asarray(grads["fc1"]["kernel"])
+    for name, part in (("W_h", kernel[:D]), ("W_u", kernel[D:]), ("bias", grads["fc1"]["bias"])):
+        assert np.all(np.isfinite(part)) and float(np.abs(part).max()) > 0, name
+    # Every row of the kernel (each input feature of [h, u]) is reached.
+    assert np.all(np.abs(kernel).max(axis=1) > 0)

@@ -237,13 +237,16 @@ def _anderson(spec: SolverSpec):
         valid_BxM = jnp.arange(m)[None] < jnp.minimum(count_B + 1, m)[:, None]
         gram_BxMxM = jnp.einsum("bmn,bkn->bmk", g_BxMxN, g_BxMxN)
         diag_BxM = jnp.diagonal(gram_BxMxM, axis1=1, axis2=2)
-        # Ridge scaled by the mean squared residual keeps it unit-free across problems.
-        scale_B = jnp.sum(jnp.where(valid_BxM, diag_BxM, 0.0), 1) / jnp.sum(valid_BxM, 1)
-        lam_B = spec.ridge * scale_B + jnp.finfo(z_BxN.dtype).tiny
+        # Ridge relative to each slot's own squared residual (the Gram's diagonal): unit-free,
+        # and the oldest, largest residual in the window no longer over-regularises the
+        # recent, small ones (a window-mean scale made Anderson slower than Picard on fast
+        # contractions: tests/test_fixed_point_solvers.py).
+        lam_BxM = spec.ridge * diag_BxM + jnp.finfo(z_BxN.dtype).tiny
         eye_MxM = jnp.eye(m, dtype=z_BxN.dtype)
         both_BxMxM = valid_BxM[:, :, None] & valid_BxM[:, None, :]
         # Empty slots become identity rows with a zero border, which pins their weight to 0.
-        inner_BxMxM = jnp.where(both_BxMxM, gram_BxMxM + lam_B[:, None, None] * eye_MxM, eye_MxM)
+        ridged_BxMxM = gram_BxMxM + lam_BxM[:, :, None] * eye_MxM
+        inner_BxMxM = jnp.where(both_BxMxM, ridged_BxMxM, eye_MxM)
         border_BxM = valid_BxM.astype(z_BxN.dtype)
         top_Bx1xM1 = jnp.concatenate([jnp.zeros_like(border_BxM[:, :1]), border_BxM], 1)[:, None]
         lower_BxMxM1 = jnp.concatenate([border_BxM[:, :, None], inner_BxMxM], 2)

@@ -43,7 +43,7 @@ class SolverSpec:
     tol_kind: str = "relative"  # ||f(h) - h|| or ||f(h) - h|| / ||f(h)||
     damping: float = 1.0  # Picard: h <- (1 - damping) h + damping f(h)
     window: int = 5  # Anderson history size
-    ridge: float = 1e-4  # Anderson ridge, relative to the mean squared residual
+    ridge: float = 1e-4  # Anderson ridge, relative to each slot's squared residual
     beta: float = 1.0  # Anderson mixing
     on_nonconvergence: str = "best"  # best: lowest-residual iterate; raise: debug
 

@@ -34,24 +34,67 @@ from cofre_jax.models.layers import (
     TimestepEmbedder,
     dense,
     rotary_tables,
+    torch_linear_init,
 )
 
 
-class FPCell(nn.Module):
-    """F(h; u, cond): the injection-mixing input layer followed by k_fp DiT blocks."""
+class _Fc1(nn.Module):
+    """fc1's parameters (kernel 2D x 2D, bias 2D) as nn.Dense names and initialises them,
+    handed out raw so F can apply the h half and the hoisted u half separately."""
 
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, h_BxLxD, u_BxLxD, cond_BxC, cos_LxK, sin_LxK, *, train: bool):
+    def __call__(self):
+        D2 = 2 * self.config.hidden_size
+        init = torch_linear_init(D2)
+        dtype = jnp.dtype(self.config.param_dtype)
+        return self.param("kernel", init, (D2, D2), dtype), self.param("bias", init, (D2,), dtype)
+
+
+def injection_term(config: ModelConfig, cell_params, u_BxLxD: jax.Array) -> jax.Array:
+    """The loop-invariant half of F's input layer, computed once per denoiser call.
+
+    fpdm: fc1(concat[h, u]) = W_h h + (W_u u + b); this returns W_u u + b (B x L x 2D, in
+    the model dtype), so each fixed-point iteration only pays for W_h h. add: u itself.
+    """
+    if config.injection == "add":
+        return u_BxLxD
+    if config.injection != "fpdm":
+        raise ValueError(f"unknown injection {config.injection!r}; valid: fpdm, add")
+    D, dtype = config.hidden_size, jnp.dtype(config.dtype)
+    kernel_2Dx2D, bias_2D = cell_params["fc1"]["kernel"], cell_params["fc1"]["bias"]
+    return jnp.dot(u_BxLxD.astype(dtype), kernel_2Dx2D[D:].astype(dtype)) + bias_2D.astype(dtype)
+
+
+class FPCell(nn.Module):
+    """F(h; u, cond): the injection-mixing input layer followed by k_fp DiT blocks.
+
+    With `injected=True` the second argument is `injection_term(u)` (computed once
+    outside the solver loop) instead of u; F is the same function either way.
+    """
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(
+        self, h_BxLxD, u_or_inj, cond_BxC, cos_LxK, sin_LxK, *, train: bool, injected: bool = False
+    ):
         cfg = self.config
         D = cfg.hidden_size
         if cfg.injection == "fpdm":
-            hu_BxLx2D = jnp.concatenate([h_BxLxD, u_BxLxD], axis=-1)
-            x_BxLx2D = nn.gelu(dense(cfg, 2 * D, 2 * D, name="fc1")(hu_BxLx2D), approximate=True)
+            dtype = jnp.dtype(cfg.dtype)
+            kernel_2Dx2D, bias_2D = _Fc1(cfg, name="fc1")()
+            if injected:
+                inj_BxLx2D = u_or_inj
+            else:
+                fc1 = {"fc1": {"kernel": kernel_2Dx2D, "bias": bias_2D}}
+                inj_BxLx2D = injection_term(cfg, fc1, u_or_inj)
+            pre_BxLx2D = jnp.dot(h_BxLxD.astype(dtype), kernel_2Dx2D[:D].astype(dtype))
+            x_BxLx2D = nn.gelu(pre_BxLx2D + inj_BxLx2D.astype(dtype), approximate=True)
             x_BxLxD = dense(cfg, D, 2 * D, name="fc2")(x_BxLx2D).astype(jnp.float32)
         elif cfg.injection == "add":
-            x_BxLxD = h_BxLxD + u_BxLxD
+            x_BxLxD = h_BxLxD + u_or_inj
         else:
             raise ValueError(f"unknown injection {cfg.injection!r}; valid: fpdm, add")
         for i in range(cfg.k_fp):
@@ -62,20 +105,22 @@ class FPCell(nn.Module):
 
 
 def make_block_fn(config: ModelConfig, *, train: bool, dropout_key: jax.Array | None = None):
-    """F as the solver sees it: f(params, h, x) with x = (u, cond, cos, sin)."""
+    """F as the solver sees it: f(params, h, x) with x = (inj, cond, cos, sin), where
+    inj = injection_term(config, params, u) is computed once, outside the solver loop."""
     cell = FPCell(config)
     rngs = {"dropout": dropout_key} if train and dropout_key is not None else None
 
     def f(params, h_BxLxD, x):
-        u_BxLxD, cond_BxC, cos_LxK, sin_LxK = x
+        inj, cond_BxC, cos_LxK, sin_LxK = x
         return cell.apply(
             {"params": params},
             h_BxLxD,
-            u_BxLxD,
+            inj,
             cond_BxC,
             cos_LxK,
             sin_LxK,
             train=rngs is not None,
+            injected=True,
             rngs=rngs,
         )
 
@@ -126,7 +171,10 @@ class FPMDLM(nn.Module):
         if self.is_initializing():
             cell(h_pre_BxLxD, u_BxLxD, cond_BxC, *rotary, train=False)
         cell_params = self.variables["params"]["fp_cell"]
-        x = (u_BxLxD, cond_BxC, *rotary)
+        # W_u u + b does not change across iterations: computed here once, not in F. Its
+        # gradient reaches fc1 through cell_params (SJFB/JFB/unrolled differentiate x; the
+        # implicit strategy differentiates x as well as params).
+        x = (injection_term(cfg, cell_params, u_BxLxD), cond_BxC, *rotary)
         h0_BxLxD = h_pre_BxLxD if h0_BxLxD is None else h0_BxLxD.astype(jnp.float32)
         if h0_fn is not None:
             h0_BxLxD = h0_fn(h_pre_BxLxD).astype(jnp.float32)
