@@ -11,6 +11,7 @@ import pytest
 from cofre_jax import data
 from cofre_jax.config.typed import DataConfig
 from cofre_jax.data import pipeline
+from configs import base
 
 # Fetched assets go to the repo's git-ignored .cache unless $COFRE_CACHE says otherwise.
 CACHE = os.environ.get("COFRE_CACHE") or str(pathlib.Path(__file__).parents[1] / ".cache")
@@ -19,8 +20,10 @@ EOS = BYTE.eos_id
 
 
 def data_cfg(**overrides) -> DataConfig:
-    """A small byte-level DataConfig; tests override what they exercise."""
-    fields = dict(
+    """A small byte-level DataConfig; tests override what they exercise. Fields the tests
+    do not name keep configs/base.py's defaults, so a new data field needs no edit here."""
+    fields = base.get_config().data.to_dict()
+    fields.update(
         source="text_files",
         path="",
         tfds_name="",
