@@ -87,22 +87,80 @@ METHODS = {
     "MDLM + stage, lambda=0": ("mdlm_more", None, {}),
 }
 
+# Ablations (`--ablations`, about 1 h more): why the published ordering does or does not
+# appear. Each changes one thing of a run above; its methods are swept over fewer
+# splits (ABLATION_ITERATIONS) and compared with their reference on the same splits.
+ABLATION_RUNS = {
+    # SJFB against more no-grad iterations: the same mean forward count (6.5 F calls),
+    # but N_ng ~ U{3..8} and the gradient through one step (JFB) instead of U{3..6}.
+    "fp_jfb": (
+        synthetic_fp,
+        "configs/synthetic.py",
+        None,
+        {
+            "fixed_point.nograd_min": 3,
+            "fixed_point.nograd_max": 8,
+            "fixed_point.grad_min": 1,
+            "fixed_point.grad_max": 1,
+        },
+    ),
+    # The consistency target before the final norm (raw MSE of the last block's output)
+    # instead of the standardised states the final LayerNorm would see.
+    "fp_cons_raw": (
+        synthetic_cofre,
+        "configs/synthetic_cofre.py",
+        "fp_mdlm",
+        {"stage.divergence": "mse"},
+    ),
+    "fp_cons_lam03": (
+        synthetic_cofre,
+        "configs/synthetic_cofre.py",
+        "fp_mdlm",
+        {"stage.lambda_max": 0.3},
+    ),
+    "fp_cons_lam003": (
+        synthetic_cofre,
+        "configs/synthetic_cofre.py",
+        "fp_mdlm",
+        {"stage.lambda_max": 0.03},
+    ),
+    # Stage length: all 300 steps, the early-stop rule off.
+    "fp_cons_long": (
+        synthetic_cofre,
+        "configs/synthetic_cofre.py",
+        "fp_mdlm",
+        {"stage.early_stop_ratio": 0.0},
+    ),
+}
+# ablation method -> (run, warm start, overrides, the method it is compared with)
+ABLATION_METHODS = {
+    "FP-MDLM, JFB-style (N_ng ~ U{3..8}, N_g = 1)": ("fp_jfb", "cold", {}, "FP-MDLM"),
+    "CoFRe, raw MSE before the final norm": ("fp_cons_raw", "3sr", {}, "CoFRe"),
+    "CoFRe, lambda 0.3": ("fp_cons_lam03", "3sr", {}, "CoFRe"),
+    "CoFRe, lambda 0.03": ("fp_cons_lam003", "3sr", {}, "CoFRe"),
+    "CoFRe, 300 stage steps (no early stop)": ("fp_cons_long", "3sr", {}, "CoFRe"),
+}
+ABLATION_ITERATIONS = (6, 2)
+ALL_RUNS = {**RUNS, **ABLATION_RUNS}
+ALL_METHODS = {**METHODS, **{m: spec[:3] for m, spec in ABLATION_METHODS.items()}}
+
 
 def log(message: str) -> None:
     print(f"[quality_vs_budget {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def _overrides(run: str, runs: str) -> list[str]:
-    _, _, parent, fields = RUNS[run]
+    _, _, parent, fields = ALL_RUNS[run]
     flags = [f"--config.{field}={value}" for field, value in fields.items()]
     return flags + ([f"--config.stage.init_from={os.path.join(runs, parent)}"] if parent else [])
 
 
 def run_config(run: str, runs: str):
-    cfg = RUNS[run][0].get_config()
-    if RUNS[run][2]:
-        cfg.stage.init_from = os.path.join(runs, RUNS[run][2])
-    for field, value in RUNS[run][3].items():
+    module, _, parent, fields = ALL_RUNS[run]
+    cfg = module.get_config()
+    if parent:
+        cfg.stage.init_from = os.path.join(runs, parent)
+    for field, value in fields.items():
         section, name = field.split(".")
         cfg[section][name] = value
     return from_config_dict(cfg)
@@ -138,33 +196,35 @@ def phase_costs(runs: str, rounds: int) -> dict:
     return costs
 
 
-def phase_train(runs: str) -> None:
-    for run, (_, config_file, _, _) in RUNS.items():
+def phase_train(runs: str, names: tuple[str, ...]) -> None:
+    for run in names:
+        config_file = ALL_RUNS[run][1]
         run_cli(config_file, "train", os.path.join(runs, run), _overrides(run, runs))
 
 
 def _cells(method: str, config) -> list[tuple[int, int]]:
     """(budget, steps) cells of a method: MDLM's T is fixed by its depth; FP sweeps N."""
-    if RUNS[METHODS[method][0]][0] in (synthetic_mdlm, synthetic_mdlm_cons):
+    if config.model.kind == "mdlm":
         return [(b, b // config.model.num_layers) for b in BUDGETS]
-    return [(b, b // (2 + n)) for b in BUDGETS for n in ITERATIONS]
+    iterations = ABLATION_ITERATIONS if method in ABLATION_METHODS else ITERATIONS
+    return [(b, b // (2 + n)) for b in BUDGETS for n in iterations]
 
 
 def _method_config(config, method: str):
-    _, warm_start, overrides = METHODS[method]
+    _, warm_start, overrides = ALL_METHODS[method]
     sample = config.sample
     if warm_start is not None:
         sample = dataclasses.replace(sample, warm_start=warm_start, **overrides)
     return dataclasses.replace(config, sample=sample)
 
 
-def phase_eval(runs: str, num_samples: int, seed: int, only: tuple[str, ...] = ()) -> None:
-    """Evaluates each run (or those in `only`) into <runs>/eval_<run>.json, saved after
-    every cell; runs are independent, so several processes can share the work."""
-    for run in only or tuple(RUNS):
+def phase_eval(runs: str, num_samples: int, seed: int, names: tuple[str, ...]) -> None:
+    """Evaluates each of `names` into <runs>/eval_<run>.json, saved after every cell;
+    runs are independent, so several processes can share the work."""
+    for run in names:
         path = os.path.join(runs, f"eval_{run}.json")
         results = _load(path, {"run": None, "cells": {}})
-        methods = [m for m, spec in METHODS.items() if spec[0] == run]
+        methods = [m for m, spec in ALL_METHODS.items() if spec[0] == run]
         config = run_config(run, runs)
         cells = [(m, b, t) for m in methods for b, t in _cells(m, config)]
         todo = [c for c in cells if "|".join(map(str, c)) not in results["cells"]]
@@ -216,7 +276,7 @@ def phase_eval(runs: str, num_samples: int, seed: int, only: tuple[str, ...] = (
 def load_results(runs: str) -> dict:
     """All runs' evaluations merged: {"runs": {run: ...}, "cells": {key: cell}}."""
     merged: dict = {"runs": {}, "cells": {}}
-    for run in RUNS:
+    for run in ALL_RUNS:
         part = _load(os.path.join(runs, f"eval_{run}.json"), None)
         if part and part["run"]:
             merged["runs"][run] = part["run"]
@@ -296,7 +356,7 @@ def markdown(results: dict, costs: dict, command: str) -> str:
     ]
     for cell in sorted(
         results["cells"].values(),
-        key=lambda c: (list(METHODS).index(c["method"]), c["budget"], c["steps"]),
+        key=lambda c: (list(ALL_METHODS).index(c["method"]), c["budget"], c["steps"]),
     ):
         its = cell["planned_iterations_per_step"]
         its = f"{its[0]}..{its[-1]}" if its[0] else "- (MDLM)"
@@ -372,7 +432,10 @@ def main() -> None:
     )
     parser.add_argument("--num-samples", type=int, default=128)
     parser.add_argument(
-        "--only", default="", help="eval phase: comma separated runs (default: all)"
+        "--only", default="", help="train and eval phases: comma separated runs (default: all)"
+    )
+    parser.add_argument(
+        "--ablations", action="store_true", help="also train and evaluate ABLATION_RUNS"
     )
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
@@ -385,14 +448,15 @@ def main() -> None:
         command += f" --num-samples={args.num_samples} --seed={args.seed}"
     if args.phase in ("all", "costs"):
         phase_costs(runs, args.rounds)
+    names = tuple(r for r in args.only.split(",") if r)
+    unknown = sorted(set(names) - set(ALL_RUNS))
+    if unknown:
+        raise SystemExit(f"unknown run {unknown[0]!r}; runs: {tuple(ALL_RUNS)}")
+    names = names or tuple(ALL_RUNS if args.ablations else RUNS)
     if args.phase in ("all", "train"):
-        phase_train(runs)
+        phase_train(runs, names)
     if args.phase in ("all", "eval"):
-        only = tuple(r for r in args.only.split(",") if r)
-        unknown = sorted(set(only) - set(RUNS))
-        if unknown:
-            raise SystemExit(f"unknown run {unknown[0]!r}; runs: {tuple(RUNS)}")
-        phase_eval(runs, args.num_samples, args.seed, only)
+        phase_eval(runs, args.num_samples, args.seed, names)
     if args.phase in ("all", "report"):
         phase_report(runs, args.out, command)
 

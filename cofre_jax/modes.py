@@ -139,7 +139,7 @@ def run_eval(config: Config, workdir: str, raw_config) -> None:
     report, path = run.evaluate_checkpoint(
         config, workdir, lambda: _eval_batches(config), tokenizer, log=_progress
     )
-    _print("\n".join(run.summary_lines(report)))
+    _print("\n".join(run.summary_lines(report, config.eval.reference)))
     _print(f"report: {path}")
 
 

@@ -295,6 +295,10 @@ def get_config() -> ml_collections.ConfigDict:
     cfg.eval.scorer_batch_size = 8
     # The report goes to <workdir>/<report>_step<N>.json.
     cfg.eval.report = "eval"
+    # Oracle-scored reports only: a benchmarks/results/quality_vs_budget.json (path from
+    # the working directory) whose MDLM and CoFRe excess NLL at the same budgets the
+    # summary prints next to this run's; "" prints only the unigram reference.
+    cfg.eval.reference = ""
 
     # ---- mesh: device mesh axes (sizes multiply to the device count) ----
     cfg.mesh = ml_collections.ConfigDict()

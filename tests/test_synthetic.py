@@ -117,6 +117,12 @@ def test_oracle_scores_generator_samples_at_zero_excess():
     masked = tokens.copy()
     masked[:, 5] = spec.vocab + 1
     assert oracle.score_samples(data_cfg, masked)["invalid_fraction"] == pytest.approx(1 / 62)
+    # The order-blind reference: the data's own symbol frequencies, no order. Its rows
+    # match the data's unigram entropy but score far from 0, and below uniform noise.
+    uni = oracle.unigram_reference(spec, 62)
+    assert 0.5 < uni["excess_nll"] < oracle.score_samples(data_cfg, noise)["excess_nll"]
+    assert uni["excess_nll_se"] < 0.05
+    assert uni == oracle.unigram_reference(spec, 62, num_rows=1024)  # seeded
 
 
 def test_pipeline_rows_are_generator_rows_and_resume_exactly():
@@ -165,6 +171,10 @@ def test_oracle_scorer_needs_the_synthetic_corpus():
     cfg.data.source, cfg.data.tokenizer, cfg.data.path = "embedded", "byte", "wiki"
     with pytest.raises(ConfigError, match="'eval.scorer' = 'oracle'"):
         from_config_dict(cfg)
+    cfg = synthetic_mdlm.get_config()
+    cfg.eval.scorer, cfg.eval.reference = "none", "benchmarks/results/quality_vs_budget.json"
+    with pytest.raises(ConfigError, match="'eval.reference'"):
+        from_config_dict(cfg)
 
 
 def test_eval_mode_reports_the_exact_scores(tmp_path, capsys):
@@ -180,11 +190,26 @@ def test_eval_mode_reports_the_exact_scores(tmp_path, capsys):
     cfg.train.batch_size, cfg.train.num_steps, cfg.train.eval_batches = 8, 4, 2
     cfg.train.log_every, cfg.train.checkpoint_every, cfg.optim.warmup_steps = 2, 2, 2
     cfg.eval.budgets, cfg.eval.budget_steps, cfg.eval.num_samples = (8,), (4,), 8
+    # A benchmark JSON shaped like quality_vs_budget.json: its figures at budget 8 print.
+    bench = {
+        "runs": {"mdlm": {"step": 2000}},
+        "best": {
+            "MDLM": {"8": {"excess_nll": 1.25, "excess_nll_se": 0.03}},
+            "CoFRe": {"8": {"excess_nll": 1.125, "excess_nll_se": 0.02}, "96": {}},
+        },
+    }
+    (tmp_path / "bench.json").write_text(json.dumps(bench))
+    cfg.eval.reference = str(tmp_path / "bench.json")
     config = from_config_dict(cfg)
-    modes.run("train", config, str(tmp_path))
-    modes.run("eval", config, str(tmp_path))
-    assert "excess over the entropy" in capsys.readouterr().out
-    entry = json.loads((tmp_path / "eval_step4.json").read_text())["budgets"]["8"]
+    modes.run("train", config, str(tmp_path / "run"))
+    modes.run("eval", config, str(tmp_path / "run"))
+    out = capsys.readouterr().out
+    assert "excess over the entropy" in out
+    assert "rows of i.i.d. symbols with the data's frequencies score" in out
+    assert "MDLM-12 trained 2000 steps): MDLM 1.2500 +- 0.0300, CoFRe 1.1250 +- 0.0200" in out
+    report = json.loads((tmp_path / "run" / "eval_step4.json").read_text())
+    assert report["reference"]["unigram_iid"]["excess_nll"] > 0.5
+    entry = report["budgets"]["8"]
     tokenizer = make_tokenizer(config.data)
     rows = np.array([tokenizer.encode(text) for text in entry["samples"]])
     again = oracle.score_samples(config.data, rows)

@@ -509,6 +509,7 @@ class EvalConfig:
     scorer: str  # "smollm2", a .gguf file, a Hugging Face folder, "oracle" or "none"
     scorer_batch_size: int
     report: str  # the report is <workdir>/<report>_step<N>.json
+    reference: str  # a quality_vs_budget.json whose MDLM/CoFRe figures are printed too
 
     def __post_init__(self):
         _int_tuple_field(self, "eval", "budgets", "block-pass budgets, e.g. (32, 64)")
@@ -567,6 +568,12 @@ class Config:
                 "'oracle' only with data.source 'synthetic' (the exact likelihood is the "
                 "generator's)",
             )
+        _check(
+            not self.eval.reference or self.eval.scorer == "oracle",
+            "eval.reference",
+            self.eval.reference,
+            "'' unless eval.scorer is 'oracle' (its figures are excess NLL)",
+        )
         if self.stage.kind == "distill":
             m = self.model
             _check(m.kind == "fp_mdlm", "model.kind", m.kind, "'fp_mdlm' for distillation")

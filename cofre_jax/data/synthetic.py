@@ -190,17 +190,17 @@ def estimate_entropy(spec: HMMSpec, length: int, num_rows: int = 20_000) -> Entr
     """Entropy per token of a C-symbol row, estimated on `num_rows` fresh rows (a seed
     no split uses)."""
     hmm = SparseHMM(spec)
-    x_NxC = hmm.sample(num_rows, length, seed=_split_seed(spec, "entropy"))
+    x_NxC = hmm.sample(num_rows, length, seed=split_seed(spec, "entropy"))
     nll = _mean_se(-hmm.log_prob(x_NxC) / length)
     pred = _mean_se(hmm.predictive_entropy(x_NxC) / length)
     uni = _mean_se(row_unigram_entropy(x_NxC))
     return EntropyEstimate(*nll, *pred, *uni, num_rows=num_rows, length=length)
 
 
-_SPLITS = {"train": 0, "validation": 1, "entropy": 2}
+_SPLITS = {"train": 0, "validation": 1, "entropy": 2, "reference": 3}
 
 
-def _split_seed(spec: HMMSpec, split: str) -> tuple[int, ...]:
+def split_seed(spec: HMMSpec, split: str) -> tuple[int, ...]:
     """Independent streams per split, all fixed by the generator's seed."""
     return (spec.seed, GENERATOR_VERSION, _SPLITS[split])
 
@@ -211,8 +211,8 @@ def token_splits(data_cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
     so the packed rows [BOS] + slice + [EOS] are exactly the generator's rows."""
     hmm = SparseHMM(HMMSpec.from_data_config(data_cfg))
     spec, length = hmm.spec, data_cfg.seq_len - 2
-    train = hmm.sample(data_cfg.synthetic_train_rows, length, _split_seed(spec, "train"))
-    val = hmm.sample(data_cfg.val_docs, length, _split_seed(spec, "validation"))
+    train = hmm.sample(data_cfg.synthetic_train_rows, length, split_seed(spec, "train"))
+    val = hmm.sample(data_cfg.val_docs, length, split_seed(spec, "validation"))
     return train.astype(np.uint16).reshape(-1), val.astype(np.uint16).reshape(-1)
 
 

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from cofre_jax import generate, sharding
 from cofre_jax.config.typed import Config
+from cofre_jax.data import synthetic
 from cofre_jax.evaluation import oracle
 from cofre_jax.evaluation import scorer as scorer_lib
 from cofre_jax.evaluation.costs import compiled_stats
@@ -242,6 +243,12 @@ def evaluate_checkpoint(
         return loaded["scorer"]
 
     ev = config.eval
+    if ev.scorer == "oracle":  # cheap (cached), so never carried over from a resumed report
+        spec = synthetic.HMMSpec.from_data_config(config.data)
+        report["reference"] = {
+            "unigram_iid": oracle.unigram_reference(spec, config.data.seq_len - 2)
+        }
+        save()
     steps_per_budget = ev.budget_steps or (None,) * len(ev.budgets)
     for done, (budget, steps) in enumerate(zip(ev.budgets, steps_per_budget)):
         key = _part_key(config, step, budget, steps)
@@ -258,7 +265,8 @@ def evaluate_checkpoint(
     return report, path
 
 
-def summary_lines(report: dict[str, Any]) -> list[str]:
+def summary_lines(report: dict[str, Any], reference: str = "") -> list[str]:
+    """The report's last lines; `reference` is eval.reference (oracle reports only)."""
     like = report["likelihood"]
     lines = [
         f"step: {report['step']}",
@@ -280,4 +288,6 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"budget {budget}: {gen}entropy {entry['entropy']:.3f}")
     if "scorer" in report:
         lines.append(f"scorer: {report['scorer']['name']} ({report['scorer']['params']} params)")
+    if "reference" in report or reference:
+        lines += oracle.reference_lines(report, reference)
     return lines
