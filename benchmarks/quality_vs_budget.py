@@ -295,6 +295,44 @@ def best_cells(results: dict) -> dict[str, dict[int, dict]]:
     return best
 
 
+def ablation_lines(results: dict) -> list[str]:
+    """Each ablation next to the method it changes, both at their best split among the
+    ablation sweep's (ABLATION_ITERATIONS), so they are compared on the same cells."""
+    methods = [
+        m for m in ABLATION_METHODS if any(c["method"] == m for c in results["cells"].values())
+    ]
+    if not methods:
+        return []
+
+    def best(method: str, budget: int) -> dict | None:
+        steps = {budget // (2 + n) for n in ABLATION_ITERATIONS}
+        cells = [
+            c
+            for c in results["cells"].values()
+            if c["method"] == method and c["budget"] == budget and c["steps"] in steps
+        ]
+        return min(cells, key=lambda c: c["excess_nll"]) if cells else None
+
+    lines = [
+        "",
+        "Ablations (`--ablations`): excess NLL ± SE (entropy), each next to the method it "
+        f"changes, both at their best of {len(ABLATION_ITERATIONS)} splits (mean iterations "
+        f"per step {ABLATION_ITERATIONS}); the last column is the ablation run's validation "
+        "NELBO excess per symbol (its step):",
+        "",
+        "| ablation | compared with | " + " | ".join(str(b) for b in BUDGETS) + " | val excess |",
+        "|---" * (len(BUDGETS) + 3) + "|",
+    ]
+    for method in methods:
+        run, _, _, reference = ABLATION_METHODS[method]
+        pairs = [f"{_fmt(best(method, b))} vs {_fmt(best(reference, b))}" for b in BUDGETS]
+        r = results["runs"].get(run)
+        entropy = next(iter(results["cells"].values()))["entropy_rate"]
+        val = f"{r['val_nats_per_symbol'] - entropy:.3f} ({r['step']})" if r else "-"
+        lines.append(f"| {method} | {reference} | " + " | ".join(pairs) + f" | {val} |")
+    return lines
+
+
 def _fmt(cell: dict | None) -> str:
     if cell is None:
         return "-"
@@ -306,7 +344,7 @@ def _fmt(cell: dict | None) -> str:
 
 def markdown(results: dict, costs: dict, command: str) -> str:
     best = best_cells(results)
-    methods = [m for m in METHODS if m in best]
+    methods = [m for m in METHODS if m in best]  # the ablations have their own table
     any_cell = next(iter(results["cells"].values()))
     ref = run_config("mdlm", "runs")
     spec = synthetic.HMMSpec.from_data_config(ref.data)
@@ -335,6 +373,7 @@ def markdown(results: dict, costs: dict, command: str) -> str:
     for run, r in results["runs"].items():
         excess = r["val_nats_per_symbol"] - any_cell["entropy_rate"]
         lines.append(f"| {run} | {r['step']} | {r['val_nats_per_symbol']:.4f} | {excess:.4f} |")
+    lines += ablation_lines(results)
     ratio = costs["fp_over_mdlm"]
     lines += [
         "",
@@ -377,6 +416,8 @@ def plot(results: dict, path: str) -> None:
     best = best_cells(results)
     fig, (ax_nll, ax_ent) = plt.subplots(1, 2, figsize=(11, 4.2))
     for method, cells in best.items():
+        if method not in METHODS:  # ablations are in the table only
+            continue
         budgets = sorted(cells)
         y = [cells[b]["excess_nll"] for b in budgets]
         err = [cells[b]["excess_nll_se"] for b in budgets]
