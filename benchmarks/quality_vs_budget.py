@@ -24,6 +24,7 @@ Phases (each resumable; the JSON under <runs>/ keeps what is done):
 
     python benchmarks/quality_vs_budget.py                 # all phases (make quality)
     python benchmarks/quality_vs_budget.py --phase=report  # tables and plot only
+    python benchmarks/quality_vs_budget.py --ablations     # also ABLATION_RUNS (~1 h more)
 """
 
 from __future__ import annotations
