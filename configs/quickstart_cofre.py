@@ -1,8 +1,9 @@
 """CoFRe's consistency stage (docs/method.md §2.4) on the quickstart FP-MDLM.
 
 Starts from the EMA parameters of the quickstart run (configs/quickstart.py in
-runs/quickstart), adds lambda * MSE between the final hidden states at the student
-time and the model's own stop-gradient states at an earlier, less masked time, and
+runs/quickstart), adds lambda * MSE between the final hidden states (standardised
+over D: stage.divergence = "normalized_mse", see the README) at the student time and
+the model's own stop-gradient states at an earlier, less masked time, and
 stops early if validation perplexity climbs more than 15% above its starting value.
 The published stage warms lambda up over 5k steps; this one is scaled to a short run.
     python -m cofre_jax.main --config=configs/quickstart_cofre.py --workdir=runs/quickstart_cofre
