@@ -5,7 +5,7 @@ Wikipedia corpus and reports each one's validation NELBO next to its parameter c
 and median train-step time measured side by side in this process:
 - mdlm:        configs/quickstart_mdlm.py at the FP quickstart's batch and step count
                (equal data: same batches, same number of steps);
-- fp_mdlm:     configs/quickstart.py (runs/quickstart, the `make run` workdir);
+- fp_mdlm:     configs/quickstart.py (runs/quickstart, the `make run-text` workdir);
 - fp_mdlm+cons: configs/quickstart_cofre.py, the consistency stage from fp_mdlm;
 - converted:   configs/quickstart_convert.py, --mode=convert from the mdlm run.
 Each run goes through the command line (`python -m cofre_jax.main ...`, printed) and

@@ -3,6 +3,7 @@
 import itertools
 import json
 import math
+import pathlib
 
 import numpy as np
 import pytest
@@ -215,3 +216,20 @@ def test_eval_mode_reports_the_exact_scores(tmp_path, capsys):
     again = oracle.score_samples(config.data, rows)
     assert entry["excess_nll"] == pytest.approx(again["excess_nll"], rel=1e-9)
     assert entry["excess_nll"] > 0 and (rows[:, 0] == 64).all() and (rows[:, -1] == 64).all()
+
+
+def test_make_run_demo_has_its_references():
+    """`make run` (configs/synthetic_demo*.py) prints the committed benchmark's MDLM and
+    CoFRe figures at its own budgets: the file it names holds both at each budget."""
+    from configs import synthetic_demo, synthetic_demo_cofre
+
+    train_cfg = from_config_dict(synthetic_demo.get_config())
+    stage_cfg = from_config_dict(synthetic_demo_cofre.get_config())
+    assert train_cfg.model.kind == "fp_mdlm" and stage_cfg.stage.kind == "consistency"
+    assert stage_cfg.stage.init_from == "runs/synthetic_demo"
+    assert stage_cfg.data == train_cfg.data and stage_cfg.eval.scorer == "oracle"
+    root = pathlib.Path(__file__).resolve().parents[1]
+    bench = json.loads((root / stage_cfg.eval.reference).read_text())
+    for budget in stage_cfg.eval.budgets:
+        for method in ("MDLM", "CoFRe"):
+            assert bench["best"][method][str(budget)]["excess_nll"] > 0
