@@ -14,8 +14,9 @@ just before it (bare A bare B bare C bare D, repeated), medians:
     cold, reuse, 3sr         the jitted sampler with each warm start, tolerance off
     3sr+adaptive             3SR with per-sequence stopping at --tol and the bank
     bare                     a jitted `lax.fori_loop` over the same T steps of the same
-                             blocks with the same per-step counts (pre block, a
-                             `fori_loop` of N_i F cells, post block): no embedding, head,
+                             blocks with the same per-step counts (pre block, the
+                             hoisted W_u u + b, a `fori_loop` of N_i F cells, post
+                             block): no embedding, head,
                              solver bookkeeping or sampling
 Reported: block passes spent (deterministic), per-sequence passes, the mean residual
 of the returned fixed points (deterministic), seconds per sample, and per block pass
@@ -48,7 +49,7 @@ from cofre_jax import budget, diffusion, fp_sampling  # noqa: E402
 from cofre_jax.config.typed import from_config_dict  # noqa: E402
 from cofre_jax.models import build_model, count_params  # noqa: E402
 from cofre_jax.models.dit import conditioning  # noqa: E402
-from cofre_jax.models.fp_mdlm import FPCell  # noqa: E402
+from cofre_jax.models.fp_mdlm import FPCell, injection_term  # noqa: E402
 from cofre_jax.models.layers import DiTBlock, TimestepEmbedder, rotary_tables  # noqa: E402
 from configs import base  # noqa: E402
 
@@ -114,10 +115,12 @@ def make_bare_loop(config):
             h = pre.apply({"params": params["pre_blocks_0"]}, h, cond_BxC, (cos_LxK, sin_LxK),
                           train=False)  # fmt: skip
             u = h  # same shapes as the injection; G itself is not a block pass
+            # W_u u + b once per step, as the model does (fp_mdlm.injection_term).
+            inj = injection_term(cfg, params["fp_cell"], u)
 
             def iterate(_, x):
-                return cell.apply({"params": params["fp_cell"]}, x, u, cond_BxC, cos_LxK,
-                                  sin_LxK, train=False)  # fmt: skip
+                return cell.apply({"params": params["fp_cell"]}, x, inj, cond_BxC, cos_LxK,
+                                  sin_LxK, train=False, injected=True)  # fmt: skip
 
             h = lax.fori_loop(0, iterations_T[i], iterate, h)
             return post.apply({"params": params["post_blocks_0"]}, h, cond_BxC,

@@ -78,6 +78,10 @@ def get_config() -> ml_collections.ConfigDict:
     cfg.fixed_point.phantom_damping = 0.5
     # "unrolled": differentiated iterations (the reference strategy).
     cfg.fixed_point.unrolled_steps = 8
+    # Rematerialise the differentiated iterations (sjfb, phantom, jfb, unrolled): each is
+    # a jax.checkpoint, so training memory stays flat in grad_max for one more forward of
+    # F per differentiated step (benchmarks/results/fp_vs_mdlm_cost.md).
+    cfg.fixed_point.remat = False
     # "implicit": iteration cap and tolerance of the adjoint solve.
     cfg.fixed_point.adjoint_max_iter = 30
     cfg.fixed_point.adjoint_tol = 1e-4

@@ -288,3 +288,23 @@ def test_invalid_inputs_fail_clearly():
         solve(lambda p, h, xx: h, params, {"a": h0, "b": h0[:2]}, x, spec)
     with pytest.raises(ValueError, match="floating"):
         solve(lambda p, h, xx: h, params, jnp.zeros((3, 2), jnp.int32), x, spec)
+
+
+@pytest.mark.parametrize("method", ["picard", "anderson"])
+@pytest.mark.parametrize(
+    "cap", [5, np.array([5, 0, 3, 7], np.int32)], ids=["uniform", "per_example"]
+)
+def test_tolerance_off_loop_matches_the_general_loop(method, cap):
+    """tol = 0 runs a lean loop (no norms per iteration; `_fixed_count_loop`). A tolerance
+    no iterate can meet runs the general loop for the same caps: same state and stats."""
+    f, params, h0, x = transformer_problem(batch=4, dtype=jnp.float32)
+    lean = SolverSpec(method=method, tol=0.0, max_iter=7)
+    general = dataclasses.replace(lean, tol=1e-30, on_nonconvergence="last")
+    run = jax.jit(lambda spec, n: solve(f, params, h0, x, spec, max_iter=n), static_argnums=0)
+    h_lean, s_lean = run(lean, jnp.asarray(cap))
+    h_general, s_general = run(general, jnp.asarray(cap))
+    np.testing.assert_array_equal(h_lean, h_general)
+    np.testing.assert_array_equal(s_lean.iterations_B, s_general.iterations_B)
+    np.testing.assert_array_equal(s_lean.residual_B, s_general.residual_B)
+    assert int(s_lean.evals) == int(s_general.evals) == int(np.max(cap))
+    np.testing.assert_array_equal(s_lean.converged_B, np.isfinite(s_general.residual_B))

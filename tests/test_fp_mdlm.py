@@ -106,6 +106,39 @@ def test_training_gradient_reaches_every_component(gradient):
         assert np.isfinite(norm) and norm > 0, (gradient, name, norm)
 
 
+def test_remat_gives_the_same_loss_and_gradients():
+    """fixed_point.remat recomputes each differentiated step in the backward pass instead
+    of storing its activations: the same computation, so the same values (dropout on, so
+    the recomputed F must redraw the same mask)."""
+    grads = {}
+    for remat in (False, True):
+        config = _config(gradient="sjfb", remat=remat)
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, dropout=0.1))
+        model, params, tokens, _ = _init(config)
+        leaves, treedef = jax.tree.flatten(params)
+        keys = jax.random.split(jax.random.PRNGKey(3), len(leaves))
+        params = jax.tree.unflatten(
+            treedef, [x + 0.02 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
+        )
+
+        def apply_fn(p, z, s, *, train, rngs=None, model=model):
+            return model.apply({"params": p}, z, s, train=train, rngs=rngs)
+
+        def loss(p, apply_fn=apply_fn, config=config, tokens=tokens):
+            value, _ = diffusion.diffusion_loss(
+                apply_fn, p, tokens, jax.random.PRNGKey(4), config.diffusion,
+                config.model.mask_id, train=True,
+                rngs={"dropout": jax.random.PRNGKey(5), "fixed_point": jax.random.PRNGKey(6)},
+            )  # fmt: skip
+            return value
+
+        grads[remat] = jax.jit(jax.value_and_grad(loss))(params)
+    (v0, g0), (v1, g1) = grads[False], grads[True]
+    np.testing.assert_allclose(v1, v0, rtol=1e-6, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)
+
+
 def test_fp_model_needs_its_fixed_point_section():
     config = _config()
     with pytest.raises(ValueError, match="fixed_point"):

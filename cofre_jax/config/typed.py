@@ -135,6 +135,7 @@ class FixedPointConfig:
     phantom_steps: int
     phantom_damping: float
     unrolled_steps: int
+    remat: bool  # jax.checkpoint the differentiated iterations (memory flat in grad_max)
     adjoint_max_iter: int
     adjoint_tol: float
 
@@ -159,6 +160,7 @@ class FixedPointConfig:
             phantom_steps=self.phantom_steps,
             phantom_damping=self.phantom_damping,
             unrolled_steps=self.unrolled_steps,
+            remat=self.remat,
             adjoint=dataclasses.replace(
                 solver, max_iter=self.adjoint_max_iter, tol=self.adjoint_tol
             ),

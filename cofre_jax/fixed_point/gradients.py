@@ -108,7 +108,9 @@ def implicit_fixed_point(
 # ----------------------------------------------------------------------------- unrolled
 
 
-def _differentiated_steps(f, params, h, x, num_steps: int, count=None, damping: float = 1.0):
+def _differentiated_steps(
+    f, params, h, x, num_steps: int, count=None, damping: float = 1.0, remat: bool = False
+):
     """`num_steps` differentiated steps; with a traced `count`, steps >= count are skipped.
 
     Skipping is a `lax.cond` inside a fixed-length scan: one compiled body whatever
@@ -116,13 +118,24 @@ def _differentiated_steps(f, params, h, x, num_steps: int, count=None, damping: 
     through the identity branch exactly), and activations are stored for at most
     `num_steps` steps. Masking with `where` would spend the compute of every step;
     `lax.switch` over per-count unrolls would compile one copy of f per count.
+
+    With `remat`, each step is a `jax.checkpoint` (nothing saved): the backward pass
+    stores only every step's input h and recomputes that step's forward, so memory no
+    longer grows with `num_steps` (one more forward of f per differentiated step). The
+    values and gradients are the same computation either way.
     """
 
-    def one_step(h):
+    def step_fn(params, h, x):
         fh = f(params, h, x)
         if damping != 1.0:
             fh = jax.tree.map(lambda a, b: ((1 - damping) * a + damping * b).astype(a.dtype), h, fh)
         return fh, _step_residual(fh, h)
+
+    if remat:
+        step_fn = jax.checkpoint(step_fn)
+
+    def one_step(h):
+        return step_fn(params, h, x)
 
     def body(carry, i):
         h, res_B = carry
@@ -146,13 +159,13 @@ def _fixed_stats(count, residual_B) -> SolverStats:
 
 
 def unrolled_fixed_point(
-    f: BlockFn, params: PyTree, h0: PyTree, x: PyTree, num_steps: int
+    f: BlockFn, params: PyTree, h0: PyTree, x: PyTree, num_steps: int, *, remat: bool = False
 ) -> tuple[PyTree, SolverStats]:
     """Backprop through `num_steps` Picard steps from h0 (gradients reach h0 too)."""
     if num_steps < 1:
         raise ValueError(f"num_steps = {num_steps} is invalid: allowed >= 1")
     check_block_shapes(f, params, h0, x)
-    h, res_B = _differentiated_steps(f, params, h0, x, num_steps)
+    h, res_B = _differentiated_steps(f, params, h0, x, num_steps, remat=remat)
     return h, _fixed_stats(num_steps, res_B)
 
 
@@ -178,7 +191,9 @@ def sjfb_fixed_point(
     nograd = SolverSpec(method="picard", tol=0.0, max_iter=max(spec.nograd_range[1], 1))
     # Inputs are stopped, so no tangent ever enters the dynamic-trip while_loop.
     h, _ = solve(f, _sg(params), _sg(h0), _sg(x), nograd, max_iter=n_ng)
-    h, res_B = _differentiated_steps(f, params, _sg(h), x, spec.grad_range[1], count=n_g)
+    h, res_B = _differentiated_steps(
+        f, params, _sg(h), x, spec.grad_range[1], count=n_g, remat=spec.remat
+    )
     return h, _fixed_stats(n_ng + n_g, res_B)
 
 
@@ -195,6 +210,7 @@ def phantom_fixed_point(
     steps: int,
     damping: float,
     max_iter: int | jax.Array | None = None,
+    remat: bool = False,
 ) -> tuple[PyTree, SolverStats]:
     """Forward solve under stop-gradient, then `steps` damped differentiated steps.
 
@@ -203,7 +219,7 @@ def phantom_fixed_point(
     if steps < 1 or not 0.0 < damping <= 1.0:
         raise ValueError(f"phantom steps={steps}, damping={damping}: need >= 1 and (0, 1]")
     h_star, stats = solve(f, _sg(params), _sg(h0), _sg(x), solver, max_iter=max_iter)
-    h, res_B = _differentiated_steps(f, params, _sg(h_star), x, steps, damping=damping)
+    h, res_B = _differentiated_steps(f, params, _sg(h_star), x, steps, damping=damping, remat=remat)
     return h, _stats_after(stats, jnp.int32(steps), res_B)
 
 
@@ -244,11 +260,12 @@ def fixed_point(
             steps=gradient.phantom_steps,
             damping=gradient.phantom_damping,
             max_iter=max_iter,
+            remat=gradient.remat,
         )
     if method == "jfb":
         return phantom_fixed_point(
-            f, params, h0, x, solver, steps=1, damping=1.0, max_iter=max_iter
+            f, params, h0, x, solver, steps=1, damping=1.0, max_iter=max_iter, remat=gradient.remat
         )
     if method == "unrolled":
-        return unrolled_fixed_point(f, params, h0, x, gradient.unrolled_steps)
+        return unrolled_fixed_point(f, params, h0, x, gradient.unrolled_steps, remat=gradient.remat)
     raise ValueError(f"gradient method {method!r} is not one of {GRADIENT_METHODS}")

@@ -347,7 +347,12 @@ def solve(
             method=_select(active_B, method_next, c["method"]),
         )
 
-    c = jax.lax.while_loop(cond, body, carry)
+    if tol_on:
+        c = jax.lax.while_loop(cond, body, carry)
+    else:
+        cap = spec.max_iter if max_iter is None else max_iter
+        uniform = jnp.ndim(cap) == 0  # one cap for the batch: every example runs it
+        c = _fixed_count_loop(f, params, x, state, step, carry, cap_B, eps, spec.tol_kind, uniform)
     converged_B = c["converged"] if tol_on else jnp.isfinite(c["res"])
     stats = SolverStats(
         iterations_B=c["iters"], residual_B=c["res"], converged_B=converged_B, evals=c["evals"]
@@ -355,6 +360,72 @@ def solve(
     if spec.on_nonconvergence == "raise":
         raise_if_not_converged(stats)
     return state.unflatten(c["out"]), stats
+
+
+def _fixed_count_loop(f, params, x, state, step, carry, cap_B, eps, tol_kind, uniform):
+    """The tolerance-off loop: every example runs exactly its cap (the budgeted sampler,
+    SJFB's no-grad phase), so no residual decides anything inside the loop. The body
+    is f, the method's step and selects only; the norms of the first evaluation (the
+    runaway guard's reference) and of the last (the returned residual) are taken once,
+    after the loop, from the carried f(h0) and the last input. Same iterates, same
+    returned state and stats as the general loop; per iteration it saves the six
+    row reductions, which on a CPU cost more wall time than their FLOPs (each is a
+    parallel task, and a contended machine makes every hand-off wait). With one
+    (`uniform`) cap every example is active until the loop ends, so the per-example
+    selects are dropped too."""
+    z0_BxN = carry["z"]
+    max_cap = jnp.max(cap_B)
+    carry = dict(
+        z=z0_BxN,
+        last_in=z0_BxN,
+        out=z0_BxN,
+        first_out=z0_BxN,
+        iters=carry["iters"],
+        active=carry["active"],
+        evals=carry["evals"],
+        method=carry["method"],
+    )
+
+    def body(c):
+        active_B = c["active"]
+        fz_BxN = state.flatten(f(params, state.unflatten(c["z"]), x))
+        z_next_BxN, method_next = step(c["method"], c["z"], fz_BxN, c["iters"])
+        iters_B = c["iters"] + active_B.astype(jnp.int32)
+        if uniform:
+            return dict(
+                z=z_next_BxN,
+                last_in=c["z"],
+                out=fz_BxN,
+                first_out=jnp.where(c["evals"] == 0, fz_BxN, c["first_out"]),
+                iters=iters_B,
+                active=iters_B < cap_B,
+                evals=c["evals"] + 1,
+                method=method_next,
+            )
+        return dict(
+            z=_select(active_B, z_next_BxN, c["z"]),
+            last_in=_select(active_B, c["z"], c["last_in"]),
+            out=_select(active_B, fz_BxN, c["out"]),
+            first_out=_select(active_B & (c["iters"] == 0), fz_BxN, c["first_out"]),
+            iters=iters_B,
+            active=active_B & (iters_B < cap_B),
+            evals=c["evals"] + 1,
+            method=_select(active_B, method_next, c["method"]),
+        )
+
+    # Without a tolerance an example is active until its cap: any(active) <=> evals < max cap.
+    c = jax.lax.while_loop(lambda c: c["evals"] < max_cap, body, carry)
+    diff0_B, fz0_norm_B, z0_norm_B = _step_norms(c["first_out"], z0_BxN)
+    diff_B, fz_norm_B, _ = _step_norms(c["out"], c["last_in"])
+    ran_away_B = runaway(diff_B, fz_norm_B, jnp.maximum(z0_norm_B, fz0_norm_B), diff0_B, eps)
+    res_B = jnp.where(ran_away_B, jnp.inf, _residual(diff_B, fz_norm_B, tol_kind))
+    return dict(
+        out=c["out"],
+        res=jnp.where(c["iters"] > 0, res_B, jnp.inf),
+        iters=c["iters"],
+        converged=jnp.zeros_like(c["active"]),
+        evals=c["evals"],
+    )
 
 
 def _raise_on_host(converged_B, residual_B, iterations_B) -> None:

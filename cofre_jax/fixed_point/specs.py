@@ -78,6 +78,9 @@ class GradientSpec:
     phantom_steps: int = 5
     phantom_damping: float = 0.5
     unrolled_steps: int = 30
+    # jax.checkpoint every differentiated step (sjfb, phantom, jfb, unrolled): memory flat
+    # in the number of differentiated steps for one more forward of F per step.
+    remat: bool = False
     adjoint: SolverSpec = dataclasses.field(default_factory=_default_adjoint)
 
     def validate(self) -> None:
