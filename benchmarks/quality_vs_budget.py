@@ -125,6 +125,13 @@ ABLATION_RUNS = {
         "fp_mdlm",
         {"stage.lambda_max": 0.03},
     ),
+    # The control of fp_cons_lam003: the MDLM stage at the same lambda.
+    "mdlm_cons_lam003": (
+        synthetic_mdlm_cons,
+        "configs/synthetic_mdlm_cons.py",
+        "mdlm",
+        {"stage.lambda_max": 0.03},
+    ),
     # Stage length: all 300 steps, the early-stop rule off.
     "fp_cons_long": (
         synthetic_cofre,
@@ -140,6 +147,7 @@ ABLATION_METHODS = {
     "CoFRe, lambda 0.3": ("fp_cons_lam03", "3sr", {}, "CoFRe"),
     "CoFRe, lambda 0.03": ("fp_cons_lam003", "3sr", {}, "CoFRe"),
     "CoFRe, 300 stage steps (no early stop)": ("fp_cons_long", "3sr", {}, "CoFRe"),
+    "MDLM + L_CONS, lambda 0.03": ("mdlm_cons_lam003", None, {}, "MDLM + L_CONS"),
 }
 ABLATION_ITERATIONS = (6, 2)
 ALL_RUNS = {**RUNS, **ABLATION_RUNS}
@@ -310,7 +318,10 @@ def ablation_lines(results: dict) -> list[str]:
         cells = [
             c
             for c in results["cells"].values()
-            if c["method"] == method and c["budget"] == budget and c["steps"] in steps
+            if c["method"] == method
+            and c["budget"] == budget
+            # MDLM cells have one split (no iterations per step)
+            and (c["steps"] in steps or not c["planned_iterations_per_step"][0])
         ]
         return min(cells, key=lambda c: c["excess_nll"]) if cells else None
 
