@@ -13,11 +13,11 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from cofre_jax.config.choices import MODES
+
 # TensorFlow, imported by clu only to write TensorBoard events, otherwise prints three
 # native log lines about oneDNN at import; it runs no TF math for us.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-
-MODES = ("train", "eval", "sample", "describe", "prepare", "convert")
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, samples).")
