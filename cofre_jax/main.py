@@ -137,7 +137,7 @@ def main(argv) -> None:
             "(checkpoints, logs, reports), e.g. --workdir=runs/quickstart"
         )
     try:
-        modes.run(_MODE.value, config, _WORKDIR.value, raw_config=_CONFIG.value)
+        modes.run(_MODE.value, config, _WORKDIR.value)
     except _user_errors() as e:
         # Bad input the user can fix: one line, no traceback.
         sys.exit(f"error: {e}")
