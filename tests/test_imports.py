@@ -122,3 +122,18 @@ def test_config_package_is_a_leaf():
         if target not in config and target not in _ancestors(module)
     }
     assert not outside, f"cofre_jax/config imports other cofre_jax modules: {sorted(outside)}"
+
+
+def test_configs_and_benchmarks_edit_no_import_path():
+    """configs/ is a package (`from configs import base`) and the benchmarks import the
+    installed packages: neither edits sys.path, and no benchmark imports from tests/."""
+    offenders = []
+    for folder in ("configs", "benchmarks"):
+        for path in sorted((ROOT / folder).glob("*.py")):
+            text = path.read_text()
+            if "sys.path" in text:
+                offenders.append(f"{folder}/{path.name}: sys.path")
+            for node in ast.walk(ast.parse(text)):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("test"):
+                    offenders.append(f"{folder}/{path.name}: from {node.module}")
+    assert not offenders, offenders
