@@ -33,7 +33,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from typing import Any
 
@@ -41,14 +40,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from cofre_jax import fixed_point, sharding, train  # noqa: E402
-from cofre_jax.config.typed import from_config_dict  # noqa: E402
-from cofre_jax.evaluation.costs import compiled_stats  # noqa: E402
-from cofre_jax.models import count_params  # noqa: E402
-from cofre_jax.models.fp_mdlm import make_block_fn  # noqa: E402
-from cofre_jax.models.layers import DiTBlock, FinalLayer, rotary_tables  # noqa: E402
-from configs import owt, owt_mdlm  # noqa: E402
+from cofre_jax import fixed_point, sharding, train
+from cofre_jax.config.typed import from_config_dict
+from cofre_jax.evaluation.costs import compiled_stats
+from cofre_jax.models import count_params
+from cofre_jax.models.fp_mdlm import make_block_fn
+from cofre_jax.models.layers import DiTBlock, FinalLayer, rotary_tables
+from configs import owt, owt_mdlm
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 PUBLISHED = {"train_time_change": -0.115, "memory_change": -0.169, "params_change": -0.388}

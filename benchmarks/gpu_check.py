@@ -26,10 +26,9 @@ import time
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from cofre_jax import generate, sharding, train  # noqa: E402
-from cofre_jax.config.typed import from_config_dict  # noqa: E402
-from configs import owt, owt_mdlm  # noqa: E402
+from cofre_jax import generate, sharding, train
+from cofre_jax.config.typed import from_config_dict
+from configs import owt, owt_mdlm
 
 CONFIGS = {"mdlm": owt_mdlm, "fp": owt}
 

@@ -13,6 +13,8 @@
 # the rest still run (exit status 1 at the end).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
+# This checkout's cofre_jax and configs packages, installed or not.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 dry_run=0
 case "${1:-}" in

@@ -34,23 +34,20 @@ import dataclasses
 import json
 import os
 import platform
-import sys
 import time
 
 import jax
+from fp_vs_mdlm_cost import compile_step
+from quickstart_compare import ROOT, run_cli, step_times
 
-sys.path.insert(0, os.path.dirname(__file__))
-from fp_vs_mdlm_cost import compile_step  # noqa: E402
-from quickstart_compare import ROOT, run_cli, step_times  # noqa: E402
-
-from cofre_jax import generate, train  # noqa: E402
-from cofre_jax.config.typed import from_config_dict  # noqa: E402
-from cofre_jax.data import pipeline, synthetic  # noqa: E402
-from cofre_jax.data.tokenizers import make_tokenizer  # noqa: E402
-from cofre_jax.evaluation import oracle  # noqa: E402
-from cofre_jax.models import count_params  # noqa: E402
-from configs import synthetic as synthetic_fp  # noqa: E402
-from configs import synthetic_cofre, synthetic_mdlm, synthetic_mdlm_cons  # noqa: E402
+from cofre_jax import generate, train
+from cofre_jax.config.typed import from_config_dict
+from cofre_jax.data import pipeline, synthetic
+from cofre_jax.data.tokenizers import make_tokenizer
+from cofre_jax.evaluation import oracle
+from cofre_jax.models import count_params
+from configs import synthetic as synthetic_fp
+from configs import synthetic_cofre, synthetic_mdlm, synthetic_mdlm_cons
 
 BUDGETS = (96, 192, 384, 768)
 ITERATIONS = (10, 6, 4, 2)  # mean fixed-point iterations per step of the FP sweep

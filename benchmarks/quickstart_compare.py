@@ -29,13 +29,13 @@ import time
 import jax
 import numpy as np
 
+from cofre_jax import sharding, train
+from cofre_jax.config.typed import from_config_dict
+from cofre_jax.convert import teacher_model_config
+from cofre_jax.models import build_model, count_params
+from configs import quickstart, quickstart_cofre, quickstart_convert, quickstart_mdlm
+
 ROOT = os.path.join(os.path.dirname(__file__), "..")
-sys.path.insert(0, ROOT)
-from cofre_jax import sharding, train  # noqa: E402
-from cofre_jax.config.typed import from_config_dict  # noqa: E402
-from cofre_jax.convert import teacher_model_config  # noqa: E402
-from cofre_jax.models import build_model, count_params  # noqa: E402
-from configs import quickstart, quickstart_cofre, quickstart_convert, quickstart_mdlm  # noqa: E402
 
 
 def _arms(runs: str) -> dict[str, tuple[str, str, list[str]]]:

@@ -43,15 +43,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from cofre_jax import budget, diffusion, fp_sampling
+from cofre_jax.config.typed import from_config_dict
+from cofre_jax.models import build_model, count_params
+from cofre_jax.models.dit import conditioning
+from cofre_jax.models.fp_mdlm import FPCell, injection_term
+from cofre_jax.models.layers import DiTBlock, TimestepEmbedder, rotary_tables
+from configs import base
+
 ROOT = os.path.join(os.path.dirname(__file__), "..")
-sys.path.insert(0, ROOT)
-from cofre_jax import budget, diffusion, fp_sampling  # noqa: E402
-from cofre_jax.config.typed import from_config_dict  # noqa: E402
-from cofre_jax.models import build_model, count_params  # noqa: E402
-from cofre_jax.models.dit import conditioning  # noqa: E402
-from cofre_jax.models.fp_mdlm import FPCell, injection_term  # noqa: E402
-from cofre_jax.models.layers import DiTBlock, TimestepEmbedder, rotary_tables  # noqa: E402
-from configs import base  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 VARIANTS = ("cold", "reuse", "3sr", "3sr+adaptive")

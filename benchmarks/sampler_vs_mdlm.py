@@ -36,12 +36,12 @@ import time
 import jax
 import jax.numpy as jnp
 
+from cofre_jax import generate, train
+from cofre_jax.config.typed import from_config_dict
+from cofre_jax.models import count_params
+from configs import synthetic_cofre, synthetic_mdlm
+
 ROOT = os.path.join(os.path.dirname(__file__), "..")
-sys.path.insert(0, ROOT)
-from cofre_jax import generate, train  # noqa: E402
-from cofre_jax.config.typed import from_config_dict  # noqa: E402
-from cofre_jax.models import count_params  # noqa: E402
-from configs import synthetic_cofre, synthetic_mdlm  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 METHODS = ("mdlm", "cofre", "cofre+adaptive")

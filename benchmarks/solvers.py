@@ -3,7 +3,7 @@
 Measures, in one run, side by side (A B C A B C ...), medians:
 1. block evaluations to tolerance (deterministic) and time per solve for Picard,
    Anderson (Broyden was measured and dropped), on the pre-LN block with input
-   injection that the tests use (tests/test_fixed_point_problems.py: InjectedBlock);
+   injection that the tests use (cofre_jax/fixed_point/reference_block.py: InjectedBlock);
 2. the overhead of the `while_loop` solver (tolerance off, per-example bookkeeping,
    residuals) against the same number of block calls unrolled in Python under jit.
 
@@ -18,19 +18,14 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-ROOT = os.path.join(os.path.dirname(__file__), "..")
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-from test_fixed_point_problems import InjectedBlock  # noqa: E402
-
-from cofre_jax.fixed_point import SolverSpec, solve  # noqa: E402
+from cofre_jax.fixed_point import SolverSpec, solve
+from cofre_jax.fixed_point.reference_block import InjectedBlock
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 METHODS = ("picard", "anderson")

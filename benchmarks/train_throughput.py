@@ -16,19 +16,17 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from cofre_jax import sharding, train  # noqa: E402
-from cofre_jax.config.typed import from_config_dict  # noqa: E402
-from cofre_jax.evaluation.costs import compiled_stats  # noqa: E402
-from configs import owt_mdlm  # noqa: E402
-from configs import quickstart_mdlm as quickstart  # noqa: E402  (the MDLM baseline)
+from cofre_jax import sharding, train
+from cofre_jax.config.typed import from_config_dict
+from cofre_jax.evaluation.costs import compiled_stats
+from configs import owt_mdlm
+from configs import quickstart_mdlm as quickstart  # the MDLM baseline
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 

@@ -39,7 +39,7 @@ import dataclasses
 
 import numpy as np
 
-ALLOCATION_SCHEDULES = ("fixed", "decreasing", "increasing", "cosine", "front_loaded")
+from cofre_jax.config.choices import ALLOCATION_SCHEDULES
 
 
 class BudgetError(ValueError):

@@ -23,9 +23,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from cofre_jax.config.choices import SCHEDULES
 from cofre_jax.config.typed import DiffusionConfig
-
-SCHEDULES = ("loglinear", "linear", "cosine")
 
 # Log-probability given to impossible outcomes (the MASK token, and every token but the
 # observed one at visible positions). Finite like MDLM's -1e6 rather than -inf: exp of it

@@ -59,10 +59,9 @@ import jax.numpy as jnp
 
 from cofre_jax import sampling
 from cofre_jax.budget import BudgetPlan, StepCost
+from cofre_jax.config.choices import WARM_STARTS
 from cofre_jax.diffusion import NEG_INF, subs_log_probs
 from cofre_jax.fixed_point import SolverStats
-
-WARM_STARTS = ("cold", "reuse", "3sr")
 
 
 class FPDenoiseOutput(NamedTuple):

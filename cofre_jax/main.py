@@ -13,11 +13,11 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from cofre_jax.config.choices import MODES
+
 # TensorFlow, imported by clu only to write TensorBoard events, otherwise prints three
 # native log lines about oneDNN at import; it runs no TF math for us.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-
-MODES = ("train", "eval", "sample", "describe", "prepare", "convert")
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, samples).")
@@ -137,7 +137,7 @@ def main(argv) -> None:
             "(checkpoints, logs, reports), e.g. --workdir=runs/quickstart"
         )
     try:
-        modes.run(_MODE.value, config, _WORKDIR.value, raw_config=_CONFIG.value)
+        modes.run(_MODE.value, config, _WORKDIR.value)
     except _user_errors() as e:
         # Bad input the user can fix: one line, no traceback.
         sys.exit(f"error: {e}")

@@ -54,7 +54,7 @@ def _eval_batches(config: Config, tokenizer=None, splits=None):
     )
 
 
-def run_train(config: Config, workdir: str, raw_config) -> None:
+def run_train(config: Config, workdir: str) -> None:
     if config.stage.kind == "distill":
         raise SystemExit(
             "config error: stage.kind 'distill' is run by --mode=convert (it needs a teacher)"
@@ -93,7 +93,7 @@ def _train(config: Config, workdir: str, **train_kwargs) -> dict:
     return train.train_and_evaluate(config, workdir, make_data=make_data, **train_kwargs)
 
 
-def run_convert(config: Config, workdir: str, raw_config) -> None:
+def run_convert(config: Config, workdir: str) -> None:
     """FP-MDLM from a trained MDLM (docs/method.md §2.6), then distillation from it."""
     from cofre_jax import convert
 
@@ -122,7 +122,7 @@ def run_convert(config: Config, workdir: str, raw_config) -> None:
     _train(config, workdir, teacher_params=teacher_params, init_params=student_params)
 
 
-def run_eval(config: Config, workdir: str, raw_config) -> None:
+def run_eval(config: Config, workdir: str) -> None:
     """Validation NELBO, costs and, per eval.budgets, scored samples (cofre_jax.evaluation)."""
     from cofre_jax.evaluation import run
     from cofre_jax.evaluation import scorer as scorer_lib
@@ -148,7 +148,7 @@ def _progress(message: str) -> None:
         print(f"[eval {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def run_sample(config: Config, workdir: str, raw_config) -> None:
+def run_sample(config: Config, workdir: str) -> None:
     from cofre_jax import train
 
     workdir = _prepare_workdir(workdir)
@@ -183,7 +183,7 @@ def run_sample(config: Config, workdir: str, raw_config) -> None:
     _print(f"samples: {path}")
 
 
-def run_describe(config: Config, workdir: str | None, raw_config) -> None:
+def run_describe(config: Config, workdir: str | None) -> None:
     """Builds everything abstractly (no parameters allocated) and prints facts."""
     model = build_model(config.model, config.fixed_point)
     tokens_BxL = jax.ShapeDtypeStruct((1, config.data.seq_len), jax.numpy.int32)
@@ -222,12 +222,12 @@ def _block_pass_lines(config: Config) -> list[str]:
     ]
 
 
-def run_prepare(config: Config, workdir: str | None, raw_config) -> None:
+def run_prepare(config: Config, workdir: str | None) -> None:
     data, tokenizer = _data(config)
     data.prepare_owt(config.data, tokenizer)
 
 
-_MODES = {
+_MODES = {  # one entry per cofre_jax.config.choices.MODES (tests/test_registries.py)
     "train": run_train,
     "eval": run_eval,
     "sample": run_sample,
@@ -237,7 +237,7 @@ _MODES = {
 }
 
 
-def run(mode: str, config: Config, workdir: str | None, raw_config=None) -> None:
+def run(mode: str, config: Config, workdir: str | None) -> None:
     if mode not in _MODES:
         raise ValueError(f"unknown mode {mode!r}; valid modes: {sorted(_MODES)}")
-    _MODES[mode](config, workdir, raw_config)
+    _MODES[mode](config, workdir)

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from cofre_jax import diffusion
+from cofre_jax.config.choices import DIVERGENCES
 from cofre_jax.config.typed import DiffusionConfig, StageConfig
 from cofre_jax.models import DenoiserOutput
 
@@ -154,7 +155,7 @@ def divergence(
             mask_id=mask_id,
             tau=tau,
         )
-    raise ValueError(f"unknown divergence {kind!r}; valid: mse, normalized_mse, kl, cosine")
+    raise ValueError(f"unknown divergence {kind!r}; valid: {', '.join(DIVERGENCES)}")
 
 
 def stage_loss(

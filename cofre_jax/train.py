@@ -21,6 +21,7 @@ import optax
 from clu import metric_writers
 
 from cofre_jax import checkpoint, diffusion, sharding, stages
+from cofre_jax.config.choices import LR_SCHEDULES
 from cofre_jax.config.typed import Config, OptimConfig
 from cofre_jax.convert.from_mdlm import teacher_model_config
 from cofre_jax.models import build_model, make_forward
@@ -48,7 +49,9 @@ def learning_rate_schedule(optim: OptimConfig, num_steps: int) -> optax.Schedule
     elif optim.lr_schedule == "cosine":
         after = optax.cosine_decay_schedule(optim.lr, max(num_steps - optim.warmup_steps, 1))
     else:
-        raise ValueError(f"unknown lr_schedule {optim.lr_schedule!r}; valid: constant, cosine")
+        raise ValueError(
+            f"unknown lr_schedule {optim.lr_schedule!r}; valid: {', '.join(LR_SCHEDULES)}"
+        )
     return optax.join_schedules([warmup, after], [optim.warmup_steps])
 
 

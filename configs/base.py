@@ -314,3 +314,20 @@ def get_config() -> ml_collections.ConfigDict:
     cfg.mesh.tensor = 1
 
     return cfg
+
+
+def fp_mdlm_overlay(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The published FP-MDLM over an MDLM config (docs/method.md §2.2-2.3): 1 explicit
+    block, 1 weight-tied block iterated to a fixed point (forward: Picard), 1 explicit
+    block; F sees the injection the FPDM way; trained with SJFB, N_ng ~ U{0..4} and
+    N_g ~ U{3..6}. Shared by configs/owt.py, quickstart.py and synthetic.py, which set
+    their own fixed_point.eval_iterations, learning rate and batch."""
+    cfg.model.kind = "fp_mdlm"
+    cfg.model.k_pre, cfg.model.k_fp, cfg.model.k_post = 1, 1, 1
+    cfg.model.injection = "fpdm"
+
+    cfg.fixed_point.gradient = "sjfb"
+    cfg.fixed_point.nograd_min, cfg.fixed_point.nograd_max = 0, 4
+    cfg.fixed_point.grad_min, cfg.fixed_point.grad_max = 3, 6
+    cfg.fixed_point.solver = "picard"
+    return cfg

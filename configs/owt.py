@@ -6,25 +6,11 @@ MDLM's recipe (configs/owt_mdlm.py) with the 12-block stack replaced by 1 pre bl
     python -m cofre_jax.main --config=configs/owt.py --workdir=runs/owt
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import owt_mdlm  # noqa: E402
+from configs import base, owt_mdlm
 
 
 def get_config():
-    cfg = owt_mdlm.get_config()
-    cfg.model.kind = "fp_mdlm"
-    cfg.model.k_pre = 1
-    cfg.model.k_fp = 1
-    cfg.model.k_post = 1
-    cfg.model.injection = "fpdm"
-
-    cfg.fixed_point.gradient = "sjfb"
-    cfg.fixed_point.nograd_min, cfg.fixed_point.nograd_max = 0, 4
-    cfg.fixed_point.grad_min, cfg.fixed_point.grad_max = 3, 6
-    cfg.fixed_point.solver = "picard"
+    cfg = base.fp_mdlm_overlay(owt_mdlm.get_config())
     # Budget 96 at 8 steps: 96 / 8 = 12 block passes = 1 + 10 + 1.
     cfg.fixed_point.eval_iterations = 10
 

@@ -7,11 +7,7 @@ then train:
     python -m cofre_jax.main --config=configs/owt_mdlm.py --workdir=runs/owt_mdlm
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import base  # noqa: E402
+from configs import base
 
 
 def get_config():

@@ -8,25 +8,11 @@ this run is configs/quickstart_cofre.py.
     python -m cofre_jax.main --config=configs/quickstart.py --workdir=runs/quickstart
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import quickstart_mdlm  # noqa: E402
+from configs import base, quickstart_mdlm
 
 
 def get_config():
-    cfg = quickstart_mdlm.get_config()
-    cfg.model.kind = "fp_mdlm"
-    cfg.model.k_pre = 1
-    cfg.model.k_fp = 1
-    cfg.model.k_post = 1
-    cfg.model.injection = "fpdm"
-
-    cfg.fixed_point.gradient = "sjfb"
-    cfg.fixed_point.nograd_min, cfg.fixed_point.nograd_max = 0, 4
-    cfg.fixed_point.grad_min, cfg.fixed_point.grad_max = 3, 6
-    cfg.fixed_point.solver = "picard"
+    cfg = base.fp_mdlm_overlay(quickstart_mdlm.get_config())
     # Eval and sampling iterate F 8 times: 1 + 8 + 1 = 10 block passes per step.
     cfg.fixed_point.eval_iterations = 8
 

@@ -9,11 +9,7 @@ The published stage warms lambda up over 5k steps; this one is scaled to a short
     python -m cofre_jax.main --config=configs/quickstart_cofre.py --workdir=runs/quickstart_cofre
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import quickstart  # noqa: E402
+from configs import quickstart
 
 
 def get_config():

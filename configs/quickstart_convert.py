@@ -8,11 +8,7 @@ proportion (1/8 of the run) at a CPU-sized length.
         --workdir=runs/quickstart_convert
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import quickstart  # noqa: E402
+from configs import quickstart
 
 
 def get_config():

@@ -6,11 +6,7 @@ cache; UTF-8 bytes keep the vocabulary (and so the embedding and head) tiny.
     python -m cofre_jax.main --config=configs/quickstart_mdlm.py --workdir=runs/quickstart_mdlm
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import base  # noqa: E402
+from configs import base
 
 
 def get_config():

@@ -6,23 +6,11 @@ the same 2:3 lr ratio is kept here.
     python -m cofre_jax.main --config=configs/synthetic.py --workdir=runs/synthetic
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import synthetic_mdlm  # noqa: E402
+from configs import base, synthetic_mdlm
 
 
 def get_config():
-    cfg = synthetic_mdlm.get_config()
-    cfg.model.kind = "fp_mdlm"
-    cfg.model.k_pre, cfg.model.k_fp, cfg.model.k_post = 1, 1, 1
-    cfg.model.injection = "fpdm"
-
-    cfg.fixed_point.gradient = "sjfb"
-    cfg.fixed_point.nograd_min, cfg.fixed_point.nograd_max = 0, 4
-    cfg.fixed_point.grad_min, cfg.fixed_point.grad_max = 3, 6
-    cfg.fixed_point.solver = "picard"
+    cfg = base.fp_mdlm_overlay(synthetic_mdlm.get_config())
     # Sampling spends the budget by the decreasing schedule; eval_iterations only sets
     # the default number of steps T = budget // (2 + eval_iterations).
     cfg.fixed_point.eval_iterations = 10

@@ -10,11 +10,7 @@ constant lr of a third of the pretraining peak rather than restarting at the pea
     python -m cofre_jax.main --config=configs/synthetic_cofre.py --workdir=runs/synthetic_cofre
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import synthetic  # noqa: E402
+from configs import synthetic
 
 
 def consistency_stage(cfg, init_from: str):

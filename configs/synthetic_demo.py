@@ -9,11 +9,7 @@ committed full-length figures (benchmarks/results/quality_vs_budget.md).
     python -m cofre_jax.main --config=configs/synthetic_demo.py --workdir=runs/synthetic_demo
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import synthetic  # noqa: E402
+from configs import synthetic
 
 
 def get_config():

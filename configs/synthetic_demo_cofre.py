@@ -9,12 +9,7 @@ benchmarks/results/quality_vs_budget.json (2000 training steps instead of 1200).
         --workdir=runs/synthetic_demo_cofre [--mode=eval]
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import synthetic_cofre  # noqa: E402
-import synthetic_demo  # noqa: E402
+from configs import synthetic_cofre, synthetic_demo
 
 
 def get_config():

@@ -8,11 +8,7 @@ row length and the step count are scaled down. benchmarks/quality_vs_budget.py r
     python -m cofre_jax.main --config=configs/synthetic_mdlm.py --workdir=runs/synthetic_mdlm
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import base  # noqa: E402
+from configs import base
 
 
 def get_config():

@@ -6,12 +6,7 @@ than it helps FP-MDLM.
         --workdir=runs/synthetic_mdlm_cons
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import synthetic_cofre  # noqa: E402
-import synthetic_mdlm  # noqa: E402
+from configs import synthetic_cofre, synthetic_mdlm
 
 
 def get_config():

@@ -1,8 +1,9 @@
 """Test problems for the fixed-point core, and the diagnostics checked on them.
 
-The problems are imported by the other test_fixed_point_* modules and by
-benchmarks/solvers.py: (a) a random contractive linear map, (b) a small tanh network,
-(c) a pre-LN transformer block with input injection in the docs/method.md §2.2 style.
+The problems are imported by the other test_fixed_point_* modules: (a) a random
+contractive linear map, (b) a small tanh network, (c) a pre-LN transformer block with
+input injection in the docs/method.md §2.2 style (cofre_jax/fixed_point/reference_block.py,
+shared with benchmarks/solvers.py).
 
 Letters: B batch, L length, D hidden, C conditioning width, H heads.
 """
@@ -11,13 +12,13 @@ from __future__ import annotations
 
 import functools
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from cofre_jax.fixed_point import jacobian_frobenius_sq, spectral_radius
+from cofre_jax.fixed_point.reference_block import InjectedBlock
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -67,43 +68,6 @@ def tanh_problem(batch: int = 3, d: int = 5, radius: float = 0.9, seed: int = 1)
         return jnp.tanh(h_BxD @ p["W"] + x_BxD @ p["U"] + p["b"])
 
     return f, params, jnp.zeros((batch, d)), x_BxD
-
-
-class InjectedBlock(nn.Module):
-    """Pre-LN transformer block behind an fc1/fc2 injection of u (docs/method.md §2.2).
-
-    `contraction` scales fc2's init, which sets how strongly h is mixed back in and so
-    how many iterations the fixed point takes.
-    """
-
-    hidden: int
-    heads: int
-    contraction: float = 0.3
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, h_BxLxD, x):
-        u_BxLxD, cond_BxC = x
-        dense = lambda n, name, **kw: nn.Dense(  # noqa: E731
-            n, dtype=self.dtype, param_dtype=self.param_dtype, name=name, **kw
-        )
-        norm = lambda name: nn.LayerNorm(  # noqa: E731
-            use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype, name=name
-        )
-        hu_BxLx2D = jnp.concatenate([h_BxLxD, u_BxLxD.astype(h_BxLxD.dtype)], axis=-1)
-        z_BxLx2D = nn.gelu(dense(2 * self.hidden, "fc1")(hu_BxLx2D))
-        init = nn.initializers.variance_scaling(self.contraction, "fan_in", "normal")
-        z_BxLxD = dense(self.hidden, "fc2", kernel_init=init)(z_BxLx2D)
-        z_BxLxD = z_BxLxD + dense(self.hidden, "cond")(cond_BxC.astype(z_BxLxD.dtype))[:, None]
-        a_BxLxD = nn.MultiHeadDotProductAttention(
-            num_heads=self.heads, dtype=self.dtype, param_dtype=self.param_dtype, name="attn"
-        )(norm("ln1")(z_BxLxD))
-        z_BxLxD = z_BxLxD + a_BxLxD
-        m_BxLxD = dense(self.hidden, "mlp_out")(
-            nn.gelu(dense(4 * self.hidden, "mlp_in")(norm("ln2")(z_BxLxD)))
-        )
-        return (z_BxLxD + m_BxLxD).astype(h_BxLxD.dtype)
 
 
 @functools.cache  # compiling the init is the slow part on a shared 2-core machine

@@ -507,7 +507,7 @@ def test_sample_mode_spends_and_prints_the_budget(kind, tmp_path, monkeypatch, c
         return trainer, _perturbed_init(model, config.data.seq_len), 0
 
     monkeypatch.setattr(train, "restore_params", fake_restore)
-    modes.run_sample(config, str(tmp_path), None)
+    modes.run_sample(config, str(tmp_path))
     stdout = capsys.readouterr().out
     assert "budget: 30\n" in stdout
     used = int(stdout.split("block_passes_used: ")[1].split()[0])

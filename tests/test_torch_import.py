@@ -23,15 +23,14 @@ from torch import nn
 
 from cofre_jax.config.typed import ModelConfig
 from cofre_jax.convert import (
-    OpaqueObject,
     TorchCheckpointError,
     check_mdlm_hyperparameters,
-    load_checkpoint,
     load_mdlm_params,
     load_torch_state_dict,
     mdlm_parameter_names,
     mdlm_params_from_state_dict,
 )
+from cofre_jax.io import OpaqueObject, load_checkpoint
 from cofre_jax.models.dit import DiT
 
 CONFIG = ModelConfig(

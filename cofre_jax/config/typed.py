@@ -12,16 +12,22 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-MODEL_KINDS = ("mdlm", "fp_mdlm")
-INJECTIONS = ("fpdm", "add")
-DTYPES = ("float32", "bfloat16")
-SCHEDULES = ("loglinear", "linear", "cosine")
-TOKENIZERS = ("gpt2", "byte", "synthetic")
-DATA_SOURCES = ("embedded", "text_files", "hf_folder", "tfds", "owt", "synthetic")
-RAW_SOURCES = ("text_files", "hf_folder", "tfds")
-LR_SCHEDULES = ("constant", "cosine")
-STAGE_KINDS = ("pretrain", "consistency", "distill")
-DIVERGENCES = ("mse", "normalized_mse", "kl", "cosine")
+from cofre_jax.config.choices import (
+    ALLOCATION_SCHEDULES,
+    DATA_SOURCES,
+    DIVERGENCES,
+    DTYPES,
+    INJECTIONS,
+    LR_SCHEDULES,
+    MODEL_KINDS,
+    RAW_SOURCES,
+    SCHEDULES,
+    STAGE_KINDS,
+    TOKENIZERS,
+    WARM_STARTS,
+)
+from cofre_jax.config.fixed_point_rules import gradient_rules, solver_rules
+
 # Token ids a tokenizer can emit (BOS and EOS share one id, as in GPT-2). The model
 # appends one MASK id, so model.vocab_size = this + 1. The synthetic corpus's size is
 # data.synthetic_vocab + 1 (see tokenizer_vocab_size).
@@ -116,7 +122,8 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class FixedPointConfig:
-    """Solver and gradient strategy of the fp_mdlm middle block (fixed_point specs)."""
+    """Solver and gradient strategy of the fp_mdlm middle block
+    (cofre_jax.fixed_point.specs_from_config turns it into the solver's specs)."""
 
     solver: str
     eval_iterations: int  # forward iterations at eval/sampling (cap when tol > 0)
@@ -139,10 +146,19 @@ class FixedPointConfig:
     adjoint_max_iter: int
     adjoint_tol: float
 
-    def specs(self):
-        from cofre_jax import fixed_point
+    def mean_train_iterations(self) -> float:
+        """Expected F evaluations per training forward (SJFB: E[N_ng] + E[N_g])."""
+        if self.gradient == "sjfb":
+            return (self.nograd_min + self.nograd_max + self.grad_min + self.grad_max) / 2
+        if self.gradient == "unrolled":
+            return float(self.unrolled_steps)
+        return float(self.eval_iterations)
 
-        solver = fixed_point.SolverSpec(
+    def validate(self) -> None:
+        # The rules are the specs' (cofre_jax.fixed_point.specs_from_config builds them
+        # from this section), whose field names differ from the config's: each error
+        # names the config field the user set.
+        solver = dict(
             method=self.solver,
             max_iter=self.eval_iterations,
             tol=self.tol,
@@ -153,51 +169,30 @@ class FixedPointConfig:
             beta=self.beta,
             on_nonconvergence=self.on_nonconvergence,
         )
-        gradient = fixed_point.GradientSpec(
+        gradient = dict(
             method=self.gradient,
             nograd_range=(self.nograd_min, self.nograd_max),
             grad_range=(self.grad_min, self.grad_max),
             phantom_steps=self.phantom_steps,
             phantom_damping=self.phantom_damping,
             unrolled_steps=self.unrolled_steps,
-            remat=self.remat,
-            adjoint=dataclasses.replace(
-                solver, max_iter=self.adjoint_max_iter, tol=self.adjoint_tol
-            ),
         )
-        return solver, gradient
-
-    def mean_train_iterations(self) -> float:
-        """Expected F evaluations per training forward (SJFB: E[N_ng] + E[N_g])."""
-        if self.gradient == "sjfb":
-            return (self.nograd_min + self.nograd_max + self.grad_min + self.grad_max) / 2
-        if self.gradient == "unrolled":
-            return float(self.unrolled_steps)
-        return float(self.eval_iterations)
-
-    def validate(self) -> None:
-        from cofre_jax.fixed_point.specs import SpecError
-
-        solver, gradient = self.specs()
-        # The specs' field names differ from the config's: name the one the user set.
-        for spec, renamed in (
-            (solver, {"method": "solver", "max_iter": "eval_iterations"}),
+        adjoint = {**solver, "max_iter": self.adjoint_max_iter, "tol": self.adjoint_tol}
+        for rules, renamed in (
+            (solver_rules(**solver), {"method": "solver", "max_iter": "eval_iterations"}),
             (
-                gradient,
+                gradient_rules(**gradient),
                 {
                     "method": "gradient",
                     "nograd_range": "nograd_min/nograd_max",
                     "grad_range": "grad_min/grad_max",
-                    "max_iter": "adjoint_max_iter",  # of the adjoint solver
-                    "tol": "adjoint_tol",
                 },
             ),
+            # The adjoint solver shares every other field with the solver, checked above.
+            (solver_rules(**adjoint), {"max_iter": "adjoint_max_iter", "tol": "adjoint_tol"}),
         ):
-            try:
-                spec.validate()
-            except SpecError as e:
-                field = f"fixed_point.{renamed.get(e.field, e.field)}"
-                _check(False, field, e.value, e.allowed)
+            for ok, field, value, allowed in rules:
+                _check(ok, f"fixed_point.{renamed.get(field, field)}", value, allowed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -361,9 +356,6 @@ class SampleConfig:
     frame: bool  # start with position 0 = BOS and the last = EOS visible
 
     def validate(self) -> None:
-        from cofre_jax.budget import ALLOCATION_SCHEDULES
-        from cofre_jax.fp_sampling import WARM_STARTS
-
         _check(self.num_samples >= 1, "sample.num_samples", self.num_samples, ">= 1")
         _check(self.steps >= 1, "sample.steps", self.steps, ">= 1")
         _check(0.0 < self.top_p <= 1.0, "sample.top_p", self.top_p, "(0, 1]")

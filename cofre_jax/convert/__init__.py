@@ -14,10 +14,8 @@ from cofre_jax.convert.layer_map import (
     split_layer_map,
 )
 from cofre_jax.convert.torch_checkpoint import (
-    OpaqueObject,
     TorchCheckpointError,
     check_mdlm_hyperparameters,
-    load_checkpoint,
     load_mdlm_params,
     load_torch_state_dict,
     mdlm_hyperparameters,
@@ -36,10 +34,8 @@ __all__ = [
     "near_identity_injection",
     "split_layer_map",
     "teacher_model_config",
-    "OpaqueObject",
     "TorchCheckpointError",
     "check_mdlm_hyperparameters",
-    "load_checkpoint",
     "load_mdlm_params",
     "load_torch_state_dict",
     "mdlm_hyperparameters",

@@ -14,7 +14,8 @@ import pathlib
 from collections.abc import Sequence
 from typing import Protocol
 
-from cofre_jax.config.typed import TOKENIZER_VOCAB_SIZES, TOKENIZERS, DataConfig
+from cofre_jax.config.choices import TOKENIZERS
+from cofre_jax.config.typed import TOKENIZER_VOCAB_SIZES, DataConfig
 from cofre_jax.data import assets
 from cofre_jax.data.errors import DataError, DataNotFoundError
 

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from cofre_jax.convert.torch_checkpoint import load_checkpoint
+from cofre_jax.io import load_checkpoint
 
 
 class ScorerLoadError(ValueError):

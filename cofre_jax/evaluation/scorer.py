@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cofre_jax.config.choices import NAMED_SCORERS
 from cofre_jax.evaluation import gpt2, llama, text_tokenizers
 from cofre_jax.evaluation.hf_folder import ScorerLoadError, read_hf_config
 
@@ -98,7 +99,7 @@ def scorer_kind(spec: str) -> str:
 
     Cheap (no weights read), so --mode=eval checks the spec before any work is done.
     """
-    if spec in ("none", "oracle", "smollm2"):
+    if spec in NAMED_SCORERS:
         return spec
     path = os.path.expanduser(spec)
     if path.endswith(".gguf") and os.path.isfile(path):

@@ -25,14 +25,17 @@ from cofre_jax.fixed_point.specs import (
     GRADIENT_METHODS,
     NONCONVERGENCE_POLICIES,
     SOLVER_METHODS,
+    TOL_KINDS,
     GradientSpec,
     SolverSpec,
+    specs_from_config,
 )
 
 __all__ = [
     "GRADIENT_METHODS",
     "NONCONVERGENCE_POLICIES",
     "SOLVER_METHODS",
+    "TOL_KINDS",
     "GradientSpec",
     "NonConvergenceError",
     "SolverSpec",
@@ -46,5 +49,6 @@ __all__ = [
     "sjfb_fixed_point",
     "solve",
     "spectral_radius",
+    "specs_from_config",
     "unrolled_fixed_point",
 ]

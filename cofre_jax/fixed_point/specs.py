@@ -1,18 +1,38 @@
 """Frozen settings of the fixed-point solvers and gradient strategies.
 
-Config code builds these from the ConfigDict; `validate()` raises one `ValueError`
-naming the field and its allowed range. The solver functions call `validate()`
-themselves, so a bad setting fails at trace time even when built by hand.
+`specs_from_config` builds these from the typed config's `fixed_point` section;
+`validate()` raises one `ValueError` naming the field and its allowed range (the rules
+live in cofre_jax/config/fixed_point_rules.py, shared with the config's own checks).
+The solver functions call `validate()` themselves, so a bad setting fails at trace time
+even when built by hand.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
-SOLVER_METHODS = ("picard", "anderson")
-TOL_KINDS = ("relative", "absolute")
-NONCONVERGENCE_POLICIES = ("best", "last", "raise")
-GRADIENT_METHODS = ("implicit", "sjfb", "phantom", "jfb", "unrolled")
+from cofre_jax.config.choices import (
+    GRADIENT_METHODS,
+    NONCONVERGENCE_POLICIES,
+    SOLVER_METHODS,
+    TOL_KINDS,
+)
+from cofre_jax.config.fixed_point_rules import gradient_rules, solver_rules
+
+if TYPE_CHECKING:
+    from cofre_jax.config.typed import FixedPointConfig
+
+__all__ = [
+    "GRADIENT_METHODS",
+    "NONCONVERGENCE_POLICIES",
+    "SOLVER_METHODS",
+    "TOL_KINDS",
+    "GradientSpec",
+    "SolverSpec",
+    "SpecError",
+    "specs_from_config",
+]
 
 
 class SpecError(ValueError):
@@ -22,6 +42,10 @@ class SpecError(ValueError):
     def __init__(self, field: str, value, allowed: str):
         super().__init__(f"fixed-point setting '{field}' = {value!r} is invalid: allowed {allowed}")
         self.field, self.value, self.allowed = field, value, allowed
+
+
+def _fields(spec) -> dict:
+    return {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
 
 
 def _check(ok: bool, field: str, value, allowed: str) -> None:
@@ -48,20 +72,8 @@ class SolverSpec:
     on_nonconvergence: str = "best"  # best: lowest-residual iterate; raise: debug
 
     def validate(self) -> None:
-        _check(self.method in SOLVER_METHODS, "method", self.method, f"one of {SOLVER_METHODS}")
-        _check(self.max_iter >= 1, "max_iter", self.max_iter, ">= 1")
-        _check(self.tol >= 0.0, "tol", self.tol, ">= 0 (0 turns the tolerance off)")
-        _check(self.tol_kind in TOL_KINDS, "tol_kind", self.tol_kind, f"one of {TOL_KINDS}")
-        _check(0.0 < self.damping <= 1.0, "damping", self.damping, "(0, 1]")
-        _check(self.window >= 1, "window", self.window, ">= 1")
-        _check(self.ridge >= 0.0, "ridge", self.ridge, ">= 0")
-        _check(0.0 < self.beta <= 1.0, "beta", self.beta, "(0, 1]")
-        _check(
-            self.on_nonconvergence in NONCONVERGENCE_POLICIES,
-            "on_nonconvergence",
-            self.on_nonconvergence,
-            f"one of {NONCONVERGENCE_POLICIES}",
-        )
+        for rule in solver_rules(**_fields(self)):
+            _check(*rule)
 
 
 def _default_adjoint() -> SolverSpec:
@@ -84,16 +96,36 @@ class GradientSpec:
     adjoint: SolverSpec = dataclasses.field(default_factory=_default_adjoint)
 
     def validate(self) -> None:
-        _check(self.method in GRADIENT_METHODS, "method", self.method, f"one of {GRADIENT_METHODS}")
-        for name, lo_min in (("nograd_range", 0), ("grad_range", 1)):
-            rng = getattr(self, name)
-            _check(
-                len(rng) == 2 and lo_min <= rng[0] <= rng[1],
-                name,
-                rng,
-                f"(lo, hi) with {lo_min} <= lo <= hi",
-            )
-        _check(self.phantom_steps >= 1, "phantom_steps", self.phantom_steps, ">= 1")
-        _check(0.0 < self.phantom_damping <= 1.0, "phantom_damping", self.phantom_damping, "(0, 1]")
-        _check(self.unrolled_steps >= 1, "unrolled_steps", self.unrolled_steps, ">= 1")
+        own = _fields(self)
+        del own["adjoint"], own["remat"]  # remat is a bool: nothing to check
+        for rule in gradient_rules(**own):
+            _check(*rule)
         self.adjoint.validate()
+
+
+def specs_from_config(config: FixedPointConfig) -> tuple[SolverSpec, GradientSpec]:
+    """(solver, gradient) specs of the typed config's `fixed_point` section."""
+    solver = SolverSpec(
+        method=config.solver,
+        max_iter=config.eval_iterations,
+        tol=config.tol,
+        tol_kind=config.tol_kind,
+        damping=config.damping,
+        window=config.window,
+        ridge=config.ridge,
+        beta=config.beta,
+        on_nonconvergence=config.on_nonconvergence,
+    )
+    gradient = GradientSpec(
+        method=config.gradient,
+        nograd_range=(config.nograd_min, config.nograd_max),
+        grad_range=(config.grad_min, config.grad_max),
+        phantom_steps=config.phantom_steps,
+        phantom_damping=config.phantom_damping,
+        unrolled_steps=config.unrolled_steps,
+        remat=config.remat,
+        adjoint=dataclasses.replace(
+            solver, max_iter=config.adjoint_max_iter, tol=config.adjoint_tol
+        ),
+    )
+    return solver, gradient

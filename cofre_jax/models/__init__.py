@@ -13,12 +13,11 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 
+from cofre_jax.config.choices import MODEL_KINDS
 from cofre_jax.config.typed import FixedPointConfig, ModelConfig
 from cofre_jax.fixed_point import SolverStats
 from cofre_jax.models.dit import DiT
 from cofre_jax.models.fp_mdlm import FPMDLM
-
-MODEL_KINDS = ("mdlm", "fp_mdlm")
 
 
 def build_model(config: ModelConfig, fixed_point: FixedPointConfig | None = None) -> nn.Module:

@@ -25,7 +25,9 @@ import jax
 import jax.numpy as jnp
 
 from cofre_jax import fixed_point
+from cofre_jax.config.choices import INJECTIONS
 from cofre_jax.config.typed import FixedPointConfig, ModelConfig
+from cofre_jax.fixed_point import specs_from_config
 from cofre_jax.models.dit import conditioning
 from cofre_jax.models.layers import (
     DiTBlock,
@@ -61,7 +63,7 @@ def injection_term(config: ModelConfig, cell_params, u_BxLxD: jax.Array) -> jax.
     if config.injection == "add":
         return u_BxLxD
     if config.injection != "fpdm":
-        raise ValueError(f"unknown injection {config.injection!r}; valid: fpdm, add")
+        raise ValueError(f"unknown injection {config.injection!r}; valid: {', '.join(INJECTIONS)}")
     D, dtype = config.hidden_size, jnp.dtype(config.dtype)
     kernel_2Dx2D, bias_2D = cell_params["fc1"]["kernel"], cell_params["fc1"]["bias"]
     return jnp.dot(u_BxLxD.astype(dtype), kernel_2Dx2D[D:].astype(dtype)) + bias_2D.astype(dtype)
@@ -96,7 +98,7 @@ class FPCell(nn.Module):
         elif cfg.injection == "add":
             x_BxLxD = h_BxLxD + u_or_inj
         else:
-            raise ValueError(f"unknown injection {cfg.injection!r}; valid: fpdm, add")
+            raise ValueError(f"unknown injection {cfg.injection!r}; valid: {', '.join(INJECTIONS)}")
         for i in range(cfg.k_fp):
             x_BxLxD = DiTBlock(cfg, name=f"blocks_{i}")(
                 x_BxLxD, cond_BxC, (cos_LxK, sin_LxK), train=train
@@ -155,7 +157,7 @@ class FPMDLM(nn.Module):
         cfg = self.config
         if sigma_B.ndim != 1:
             raise ValueError(f"sigma must have shape (B,), got {sigma_B.shape}")
-        solver, gradient = self.fixed_point.specs()
+        solver, gradient = specs_from_config(self.fixed_point)
         h_BxLxD = EmbeddingLayer(cfg, name="vocab_embed")(tokens_BxL)
         cond_BxC = conditioning(
             TimestepEmbedder(cfg, name="sigma_map"), sigma_B, cfg.time_conditioning

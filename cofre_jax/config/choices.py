@@ -1,0 +1,39 @@
+"""Every allowed-values tuple of the config, in one place.
+
+The config validates against these; the implementations (model registry, noise
+schedules, divergences, solvers, ...) import them from here instead of writing their
+own copies, and tests/test_registries.py checks that each dispatch covers exactly its
+tuple. This module imports nothing (the config package is a leaf of cofre_jax).
+"""
+
+from __future__ import annotations
+
+# model
+MODEL_KINDS = ("mdlm", "fp_mdlm")
+INJECTIONS = ("fpdm", "add")
+DTYPES = ("float32", "bfloat16")
+# diffusion.schedule: the noise schedule (cofre_jax/diffusion.py)
+SCHEDULES = ("loglinear", "linear", "cosine")
+# data
+TOKENIZERS = ("gpt2", "byte", "synthetic")
+DATA_SOURCES = ("embedded", "text_files", "hf_folder", "tfds", "owt", "synthetic")
+RAW_SOURCES = ("text_files", "hf_folder", "tfds")
+# optim.lr_schedule
+LR_SCHEDULES = ("constant", "cosine")
+# stage
+STAGE_KINDS = ("pretrain", "consistency", "distill")
+DIVERGENCES = ("mse", "normalized_mse", "kl", "cosine")
+# sample: the allocation of fixed-point iterations over the steps (cofre_jax/budget.py)
+# and the solver's start per step (cofre_jax/fp_sampling.py)
+ALLOCATION_SCHEDULES = ("fixed", "decreasing", "increasing", "cosine", "front_loaded")
+WARM_STARTS = ("cold", "reuse", "3sr")
+# fixed_point (cofre_jax/fixed_point)
+SOLVER_METHODS = ("picard", "anderson")
+TOL_KINDS = ("relative", "absolute")
+NONCONVERGENCE_POLICIES = ("best", "last", "raise")
+GRADIENT_METHODS = ("implicit", "sjfb", "phantom", "jfb", "unrolled")
+# eval.scorer: these names, or a .gguf file / Hugging Face folder path
+# (cofre_jax/evaluation/scorer.py)
+NAMED_SCORERS = ("none", "oracle", "smollm2")
+# --mode (cofre_jax/main.py, cofre_jax/modes.py)
+MODES = ("train", "eval", "sample", "describe", "prepare", "convert")
