@@ -27,10 +27,11 @@ setup: $(STAMP)
 setup-test: $(TEST_STAMP)
 
 # CoFRe on the embedded default, the synthetic corpus with an exact likelihood: trains
-# the FP-MDLM 1/1/1 (SJFB), runs the consistency stage from it, then scores 3SR samples
-# at budgets 96 and 384 against the committed MDLM-12 figures. Every step resumes.
+# the FP-MDLM 1/1/1 of the committed comparison (SJFB), runs its consistency stage, then
+# scores 3SR samples at budgets 96 and 384 next to the committed MDLM-12 figures.
+# Every step resumes.
 run: setup
-	$(MAIN) --config=configs/synthetic_demo.py --workdir=runs/synthetic_demo
+	$(MAIN) --config=configs/synthetic.py --workdir=runs/synthetic
 	$(MAIN) --config=configs/synthetic_demo_cofre.py --workdir=runs/synthetic_demo_cofre
 	$(MAIN) --config=configs/synthetic_demo_cofre.py --workdir=runs/synthetic_demo_cofre --mode=eval
 

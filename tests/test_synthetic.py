@@ -219,14 +219,23 @@ def test_eval_mode_reports_the_exact_scores(tmp_path, capsys):
 
 
 def test_make_run_demo_has_its_references():
-    """`make run` (configs/synthetic_demo*.py) prints the committed benchmark's MDLM and
-    CoFRe figures at its own budgets: the file it names holds both at each budget."""
-    from configs import synthetic_demo, synthetic_demo_cofre
+    """`make run` (configs/synthetic.py, then configs/synthetic_demo_cofre.py) is the
+    committed comparison's CoFRe, and prints the benchmark's MDLM and CoFRe figures at
+    its own budgets: the file it names holds both at each budget."""
+    from configs import synthetic, synthetic_cofre, synthetic_demo_cofre
 
-    train_cfg = from_config_dict(synthetic_demo.get_config())
+    train_cfg = from_config_dict(synthetic.get_config())
     stage_cfg = from_config_dict(synthetic_demo_cofre.get_config())
     assert train_cfg.model.kind == "fp_mdlm" and stage_cfg.stage.kind == "consistency"
-    assert stage_cfg.stage.init_from == "runs/synthetic_demo"
+    assert stage_cfg.stage.init_from == "runs/synthetic"
+    # The committed stage itself: only the eval and sampler seed differ.
+    committed = from_config_dict(synthetic_cofre.get_config())
+    assert (stage_cfg.stage, stage_cfg.model, stage_cfg.optim, stage_cfg.train) == (
+        committed.stage,
+        committed.model,
+        committed.optim,
+        committed.train,
+    )
     assert stage_cfg.data == train_cfg.data and stage_cfg.eval.scorer == "oracle"
     root = pathlib.Path(__file__).resolve().parents[1]
     bench = json.loads((root / stage_cfg.eval.reference).read_text())
