@@ -389,7 +389,7 @@ def markdown(results: dict, costs: dict, command: str) -> str:
         "Training cost at equal steps, FP-MDLM 1/1/1 over MDLM-12 (measured in one process): "
         f"step time {ratio['step_time']:.3f}x (medians of interleaved steps: "
         + ", ".join(f"{k} {v:.3f} s" for k, v in costs["step_seconds"].items())
-        + f"; timed while other jobs shared the 2 cores), compiled temp memory "
+        + "), compiled temp memory "
         f"{ratio['temp_bytes']:.3f}x, FLOPs {ratio['flops']:.3f}x (scans unrolled), "
         f"parameters {ratio['params']:.3f}x.",
         "",
