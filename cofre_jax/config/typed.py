@@ -154,10 +154,9 @@ class FixedPointConfig:
             return float(self.unrolled_steps)
         return float(self.eval_iterations)
 
-    def validate(self) -> None:
-        # The rules are the specs' (cofre_jax.fixed_point.specs_from_config builds them
-        # from this section), whose field names differ from the config's: each error
-        # names the config field the user set.
+    def spec_fields(self) -> tuple[dict, dict, dict]:
+        """The specs' fields (solver, gradient without remat/adjoint, adjoint solver),
+        named as cofre_jax.fixed_point's SolverSpec and GradientSpec name them."""
         solver = dict(
             method=self.solver,
             max_iter=self.eval_iterations,
@@ -178,6 +177,13 @@ class FixedPointConfig:
             unrolled_steps=self.unrolled_steps,
         )
         adjoint = {**solver, "max_iter": self.adjoint_max_iter, "tol": self.adjoint_tol}
+        return solver, gradient, adjoint
+
+    def validate(self) -> None:
+        # The rules are the specs' (cofre_jax.fixed_point.specs_from_config builds them
+        # from spec_fields), whose field names differ from the config's: each error
+        # names the config field the user set.
+        solver, gradient, adjoint = self.spec_fields()
         for rules, renamed in (
             (solver_rules(**solver), {"method": "solver", "max_iter": "eval_iterations"}),
             (

@@ -105,27 +105,9 @@ class GradientSpec:
 
 def specs_from_config(config: FixedPointConfig) -> tuple[SolverSpec, GradientSpec]:
     """(solver, gradient) specs of the typed config's `fixed_point` section."""
-    solver = SolverSpec(
-        method=config.solver,
-        max_iter=config.eval_iterations,
-        tol=config.tol,
-        tol_kind=config.tol_kind,
-        damping=config.damping,
-        window=config.window,
-        ridge=config.ridge,
-        beta=config.beta,
-        on_nonconvergence=config.on_nonconvergence,
-    )
+    solver_fields, gradient_fields, adjoint_fields = config.spec_fields()
+    solver = SolverSpec(**solver_fields)
     gradient = GradientSpec(
-        method=config.gradient,
-        nograd_range=(config.nograd_min, config.nograd_max),
-        grad_range=(config.grad_min, config.grad_max),
-        phantom_steps=config.phantom_steps,
-        phantom_damping=config.phantom_damping,
-        unrolled_steps=config.unrolled_steps,
-        remat=config.remat,
-        adjoint=dataclasses.replace(
-            solver, max_iter=config.adjoint_max_iter, tol=config.adjoint_tol
-        ),
+        **gradient_fields, remat=config.remat, adjoint=SolverSpec(**adjoint_fields)
     )
     return solver, gradient
