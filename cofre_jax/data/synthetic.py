@@ -181,7 +181,8 @@ def row_unigram_entropy(x_NxC: np.ndarray) -> np.ndarray:
     return out_N
 
 
-def _mean_se(values_N: np.ndarray) -> tuple[float, float]:
+def mean_se(values_N: np.ndarray) -> tuple[float, float]:
+    """Mean and standard error of the mean."""
     return float(values_N.mean()), float(values_N.std(ddof=1) / np.sqrt(len(values_N)))
 
 
@@ -191,9 +192,9 @@ def estimate_entropy(spec: HMMSpec, length: int, num_rows: int = 20_000) -> Entr
     no split uses)."""
     hmm = SparseHMM(spec)
     x_NxC = hmm.sample(num_rows, length, seed=split_seed(spec, "entropy"))
-    nll = _mean_se(-hmm.log_prob(x_NxC) / length)
-    pred = _mean_se(hmm.predictive_entropy(x_NxC) / length)
-    uni = _mean_se(row_unigram_entropy(x_NxC))
+    nll = mean_se(-hmm.log_prob(x_NxC) / length)
+    pred = mean_se(hmm.predictive_entropy(x_NxC) / length)
+    uni = mean_se(row_unigram_entropy(x_NxC))
     return EntropyEstimate(*nll, *pred, *uni, num_rows=num_rows, length=length)
 
 

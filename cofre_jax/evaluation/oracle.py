@@ -35,7 +35,8 @@ def score_samples(data_cfg: DataConfig, tokens_BxL: np.ndarray) -> dict[str, Any
     invalid_BxC = (content_BxC < 0) | (content_BxC >= spec.vocab)
     nll_B = -hmm.log_prob(content_BxC, invalid_prob=spec.noise / spec.vocab) / length
     entropy_B = synthetic.row_unigram_entropy(content_BxC)
-    nll, nll_se = float(nll_B.mean()), float(nll_B.std(ddof=1) / math.sqrt(len(nll_B)))
+    nll, nll_se = synthetic.mean_se(nll_B)
+    entropy, entropy_se = synthetic.mean_se(entropy_B)
     return {
         "oracle_nll": nll,
         "oracle_nll_se": nll_se,
@@ -43,8 +44,8 @@ def score_samples(data_cfg: DataConfig, tokens_BxL: np.ndarray) -> dict[str, Any
         "excess_nll_se": math.hypot(nll_se, ref.nll_se),
         "entropy_rate": ref.nll_per_token,
         "entropy_rate_se": ref.nll_se,
-        "sample_unigram_entropy": float(entropy_B.mean()),
-        "sample_unigram_entropy_se": float(entropy_B.std(ddof=1) / math.sqrt(len(entropy_B))),
+        "sample_unigram_entropy": entropy,
+        "sample_unigram_entropy_se": entropy_se,
         "data_unigram_entropy": ref.unigram_entropy,
         "data_unigram_entropy_se": ref.unigram_entropy_se,
         "invalid_fraction": float(invalid_BxC.mean()),
@@ -61,11 +62,10 @@ def unigram_reference(spec: synthetic.HMMSpec, length: int, num_rows: int = 1024
     marginal_V = hmm.init_S @ hmm.emit_SxV  # the chain starts stationary: every position
     rng = np.random.default_rng(synthetic.split_seed(spec, "reference"))
     rows_NxC = rng.choice(spec.vocab, size=(num_rows, length), p=marginal_V / marginal_V.sum())
-    nll_N = -hmm.log_prob(rows_NxC) / length
+    nll, se = synthetic.mean_se(-hmm.log_prob(rows_NxC) / length)
     ref = synthetic.estimate_entropy(spec, length)
-    se = float(nll_N.std(ddof=1) / math.sqrt(num_rows))
     return {
-        "excess_nll": float(nll_N.mean()) - ref.nll_per_token,
+        "excess_nll": nll - ref.nll_per_token,
         "excess_nll_se": math.hypot(se, ref.nll_se),
         "num_rows": num_rows,
     }
