@@ -8,8 +8,13 @@ tuple. This module imports nothing (the config package is a leaf of cofre_jax).
 
 from __future__ import annotations
 
+# The tasks a config can describe: each has its own data and model sections
+# (cofre_jax/config/tasks.py), the other sections are shared.
+TASKS = ("text",)
 # model
 MODEL_KINDS = ("mdlm", "fp_mdlm")
+# The task each model kind belongs to (keys: MODEL_KINDS); model.kind picks the task.
+MODEL_TASKS = {"mdlm": "text", "fp_mdlm": "text"}
 INJECTIONS = ("fpdm", "add")
 DTYPES = ("float32", "bfloat16")
 # diffusion.schedule: the noise schedule (cofre_jax/diffusion.py)
