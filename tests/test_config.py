@@ -1,10 +1,15 @@
 """Config validation: one clear error naming the field and the allowed range."""
 
+import dataclasses
+import pathlib
+import re
 import subprocess
 import sys
 
 import pytest
 
+from cofre_jax.config import choices, tasks
+from cofre_jax.config.checks import _check
 from cofre_jax.config.typed import ConfigError, from_config_dict
 from configs import base, owt_mdlm, quickstart
 
@@ -23,6 +28,11 @@ def test_vocab_size_is_derived_from_tokenizer():
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
+        (
+            "model.kind",
+            "rnn",
+            "'model.kind' = 'rnn' is invalid: allowed one of ('mdlm', 'fp_mdlm')",
+        ),
         ("model.num_heads", 7, "model.num_heads"),
         ("model.dropout", 1.5, "model.dropout"),
         ("model.dtype", "float16", "one of ('float32', 'bfloat16')"),
@@ -58,6 +68,93 @@ def test_mesh_shape_must_cover_devices():
     assert cfg.mesh.shape(8) == (8, 1, 1)
     with pytest.raises(ConfigError, match="mesh"):
         type(cfg.mesh)(data=3, fsdp=-1, tensor=1).shape(8)
+
+
+def test_task_tables_cover_the_choices():
+    assert tuple(tasks.TASK_SECTIONS) == choices.TASKS
+    assert tuple(choices.MODEL_TASKS) == choices.MODEL_KINDS
+    assert set(choices.MODEL_TASKS.values()) <= set(choices.TASKS)
+    assert from_config_dict(quickstart.get_config()).task == "text"
+
+
+def test_every_field_is_documented_in_base():
+    """Each field of the shared and the text sections is set in configs/base.py under a
+    comment (a run of assignments may share one comment), and base sets nothing else."""
+    text = (pathlib.Path(__file__).parents[1] / "configs" / "base.py").read_text()
+    lines = text.split("def get_config")[1].split("    return cfg\n")[0].splitlines()
+    assigned = {}
+    for i, line in enumerate(lines):
+        match = re.match(r"\s*cfg\.(\w+)\.(\w+) = ", line)
+        if match:
+            above = i - 1
+            while re.match(r"\s*cfg\.\w+\.\w+ = ", lines[above]):
+                above -= 1
+            assigned[match.groups()] = lines[above].strip().startswith("#")
+    cfg = from_config_dict(quickstart.get_config())  # the text task's sections
+    fields = {
+        (section.name, f.name)
+        for section in dataclasses.fields(cfg)
+        for f in dataclasses.fields(getattr(cfg, section.name))
+    }
+    assert set(assigned) == fields
+    assert all(assigned.values()), sorted(k for k, ok in assigned.items() if not ok)
+
+
+# A second task for test_a_task_without_tokenizer: an image model's own sections.
+@dataclasses.dataclass(frozen=True)
+class _ImageData:
+    image_size: int
+    channels: int
+
+    def validate(self) -> None:
+        _check(self.image_size >= 1, "data.image_size", self.image_size, ">= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class _ImageModel:
+    kind: str
+    patch_size: int
+    num_classes: int  # -1: the task's resolve hook fills it in
+
+    def validate(self) -> None:
+        _check(self.patch_size >= 1, "model.patch_size", self.patch_size, ">= 1")
+
+
+def _image_resolve(plain):
+    if plain["model"].get("num_classes") == -1:
+        plain["model"]["num_classes"] = 10
+
+
+def _image_validate(config):
+    size, patch = config.data.image_size, config.model.patch_size
+    _check(size % patch == 0, "model.patch_size", patch, f"a divisor of {size}")
+
+
+def test_a_task_without_tokenizer(monkeypatch):
+    """The shared sections and the root need no tokenizer: a task registered in the two
+    tables builds a full Config from a dict with no data.tokenizer at all."""
+    monkeypatch.setitem(choices.MODEL_TASKS, "pixel_dit", "image")
+    image = tasks.TaskSections(
+        data=_ImageData, model=_ImageModel, resolve=_image_resolve, validate=_image_validate
+    )
+    monkeypatch.setitem(tasks.TASK_SECTIONS, "image", image)
+    plain = quickstart.get_config().to_dict()
+    plain["data"] = {"image_size": 32, "channels": 3}
+    plain["model"] = {"kind": "pixel_dit", "patch_size": 4, "num_classes": -1}
+    cfg = from_config_dict(plain)
+    assert cfg.task == "image"
+    assert cfg.data == _ImageData(32, 3)
+    assert cfg.model == _ImageModel("pixel_dit", 4, 10)
+    assert cfg.sample == from_config_dict(quickstart.get_config()).sample
+    plain["model"]["patch_size"] = 5
+    with pytest.raises(ConfigError, match="'model.patch_size' = 5 is invalid: allowed a divisor"):
+        from_config_dict(plain)
+    plain["model"]["patch_size"] = 0
+    with pytest.raises(ConfigError, match="'model.patch_size' = 0 is invalid: allowed >= 1"):
+        from_config_dict(plain)
+    plain["model"] = {"kind": "pixel_dit", "patch_size": 4, "num_classes": -1, "depth": 2}
+    with pytest.raises(ConfigError, match="unknown config key 'model.depth'"):
+        from_config_dict(plain)
 
 
 def _cli(*args):
