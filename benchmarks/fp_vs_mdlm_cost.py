@@ -44,7 +44,7 @@ from cofre_jax import fixed_point, sharding, train
 from cofre_jax.config.typed import from_config_dict
 from cofre_jax.evaluation.costs import compiled_stats
 from cofre_jax.models import count_params
-from cofre_jax.models.fp_mdlm import make_block_fn
+from cofre_jax.models.fixed_point_stack import make_block_fn
 from cofre_jax.models.layers import DiTBlock, FinalLayer, rotary_tables
 from configs import owt, owt_mdlm
 
@@ -91,12 +91,12 @@ def _config_dict(kind: str, seq_len: int, batch: int, dtype: str, overrides=None
     return _set(cfg, overrides or {})
 
 
-def _trainer(cfg_dict) -> train.Trainer:
+def _trainer(cfg_dict) -> train.TrainProgram:
     config = from_config_dict(cfg_dict)
-    return train.Trainer(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
+    return train.build_program(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
 
 
-def compile_step(trainer: train.Trainer, *, unroll: bool = False) -> dict[str, Any]:
+def compile_step(trainer: train.TrainProgram, *, unroll: bool = False) -> dict[str, Any]:
     cfg = trainer.config
     batch = {
         "tokens": jax.ShapeDtypeStruct(
@@ -161,7 +161,7 @@ def cost_semantics() -> dict[str, float]:
     }
 
 
-def component_flops(trainer: train.Trainer) -> dict[str, float]:
+def component_flops(trainer: train.TrainProgram) -> dict[str, float]:
     """Standalone compiled FLOPs (train mode, dropout on) of the pieces of the FP step:
     one DiT block, the fixed-point cell F, the output layer (fwd and fwd+bwd w.r.t.
     params and input), and the no-grad Picard while body (the SJFB solve, body once)."""

@@ -57,7 +57,7 @@ def _memory() -> dict:
 
 
 def _trainer(config):
-    return train.Trainer(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
+    return train.build_program(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
 
 
 def run_train(args) -> dict:
@@ -103,10 +103,10 @@ def run_sample(args) -> dict:
         start = time.perf_counter()
         # draw_samples compiles once per settings and shapes (cached denoisers), so the
         # second call is the sampler's own time.
-        generate.draw_samples(config, trainer, params, plan, args.num_samples, seed=0)
+        generate.draw_samples(config, params, plan, args.num_samples, 0, trainer.mesh)
         first_s = time.perf_counter() - start  # includes compilation
         start = time.perf_counter()
-        generate.draw_samples(config, trainer, params, plan, args.num_samples, seed=1)
+        generate.draw_samples(config, params, plan, args.num_samples, 1, trainer.mesh)
         wall_s = time.perf_counter() - start
         rows.append(
             {

@@ -40,7 +40,7 @@ import jax
 from fp_vs_mdlm_cost import compile_step
 from quickstart_compare import ROOT, run_cli, step_times
 
-from cofre_jax import generate, train
+from cofre_jax import checkpoint, generate, sharding, tasks, train
 from cofre_jax.config.typed import from_config_dict
 from cofre_jax.data import pipeline, synthetic
 from cofre_jax.data.tokenizers import make_tokenizer
@@ -188,7 +188,7 @@ def phase_costs(runs: str, rounds: int) -> dict:
     times = step_times({n: (c, "train") for n, c in configs.items()}, rounds)
     compiled, params = {}, {}
     for name, config in configs.items():
-        trainer = train.Trainer(config)
+        trainer = train.build_program(config)
         compiled[name] = compile_step(trainer, unroll=True)
         params[name] = count_params(trainer.abstract_state.params)
     ratio = {
@@ -236,13 +236,14 @@ def phase_eval(runs: str, num_samples: int, seed: int, names: tuple[str, ...]) -
         todo = [c for c in cells if "|".join(map(str, c)) not in results["cells"]]
         if not todo and results["run"]:
             continue
-        trainer, params, step = train.restore_params(config, os.path.join(runs, run))
+        mesh = sharding.make_mesh(config.mesh)
+        params, step = checkpoint.restore_model_params(config, os.path.join(runs, run), mesh=mesh)
         if not results["run"]:
             tokenizer = make_tokenizer(config.data)
             batches = pipeline.make_eval_batches(
                 config.data, tokenizer, batch_size=32, num_batches=config.train.eval_batches
             )
-            metrics = trainer.evaluate(params, batches)
+            metrics = train.evaluate(tasks.get_task(config), mesh, params, batches)
             L = config.data.seq_len
             results["run"] = {
                 "step": step,
@@ -256,7 +257,7 @@ def phase_eval(runs: str, num_samples: int, seed: int, names: tuple[str, ...]) -
             cfg = _method_config(config, method)
             plan = generate.sample_plan(cfg, budget, steps)
             start = time.perf_counter()
-            drawn = generate.draw_samples(cfg, trainer, params, plan, num_samples, seed)
+            drawn = generate.draw_samples(cfg, params, plan, num_samples, seed, mesh)
             seconds = time.perf_counter() - start
             scores = oracle.score_samples(cfg.data, drawn.tokens_BxL)
             scores.pop("oracle_nll_per_sample")

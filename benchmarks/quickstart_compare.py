@@ -29,10 +29,9 @@ import time
 import jax
 import numpy as np
 
-from cofre_jax import sharding, train
+from cofre_jax import sharding, tasks, train
 from cofre_jax.config.typed import from_config_dict
-from cofre_jax.convert import teacher_model_config
-from cofre_jax.models import build_model, count_params
+from cofre_jax.models import count_params
 from configs import quickstart, quickstart_cofre, quickstart_convert, quickstart_mdlm
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -100,16 +99,10 @@ def step_times(configs: dict, rounds: int) -> dict[str, float]:
             config = dataclasses.replace(
                 config, stage=dataclasses.replace(config.stage, kind="distill")
             )
-        trainer = train.Trainer(config)
+        trainer = train.build_program(config)
         if mode == "convert":
-            teacher = teacher_model_config(config)
-            tokens = np.zeros((1, config.data.seq_len), np.int32)
-            init = build_model(teacher).init
-            trainer.set_teacher(
-                init(jax.random.PRNGKey(0), tokens, np.zeros((1,), np.float32), train=False)[
-                    "params"
-                ]
-            )
+            teacher = trainer.task.teacher()
+            trainer = trainer.with_teacher(teacher.init_params(jax.random.PRNGKey(0)))
         rng = np.random.default_rng(0)
         shape = (config.train.batch_size, config.data.seq_len)
         batch = {"tokens": rng.integers(0, 256, shape).astype(np.int32)}
@@ -153,7 +146,7 @@ def main() -> None:
             "batch_size": config.train.batch_size,
             "val_nats_per_byte": final["nats_per_token"],
             "val_perplexity": final["perplexity"],
-            "params": count_params(train.Trainer(config).abstract_state.params),
+            "params": count_params(tasks.get_task(config).abstract_params()),
             "run_seconds_this_call": time.perf_counter() - start,
         }
     times = step_times(configs, args.rounds)

@@ -43,11 +43,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from cofre_jax import budget, diffusion, fp_sampling
+from cofre_jax import budget, checkpoint, diffusion, fp_sampling
 from cofre_jax.config.typed import from_config_dict
 from cofre_jax.models import build_model, count_params
 from cofre_jax.models.dit import conditioning
-from cofre_jax.models.fp_mdlm import FPCell, injection_term
+from cofre_jax.models.fixed_point_stack import FPCell, injection_term
 from cofre_jax.models.layers import DiTBlock, TimestepEmbedder, rotary_tables
 from configs import base
 
@@ -73,13 +73,11 @@ def load(args):
     if args.workdir:
         import importlib.util
 
-        from cofre_jax import train
-
         spec = importlib.util.spec_from_file_location("run_config", args.config)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         config = from_config_dict(module.get_config())
-        _, params, step = train.restore_params(config, args.workdir)
+        params, step = checkpoint.restore_model_params(config, args.workdir)
         return config, jax.device_get(params), f"trained: {args.workdir} step {step}"
     config = quickstart_fp_config(args.seq_len, args.hidden)
     model = build_model(config.model, config.fixed_point)

@@ -36,7 +36,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from cofre_jax import generate, train
+from cofre_jax import checkpoint, generate, tasks
 from cofre_jax.config.typed import from_config_dict
 from cofre_jax.models import count_params
 from configs import synthetic_cofre, synthetic_mdlm
@@ -48,16 +48,15 @@ METHODS = ("mdlm", "cofre", "cofre+adaptive")
 
 
 def load(cfg, workdir: str, init_noise: float, quick: bool):
-    """(config, trainer, params, source) from a trained run, or perturbed random init."""
+    """(config, params, source) from a trained run, or perturbed random init."""
     if quick:
         cfg.model.num_layers = 2 if cfg.model.kind == "mdlm" else cfg.model.num_layers
         cfg.model.hidden_size, cfg.model.num_heads, cfg.model.cond_dim = 32, 2, 16
     config = from_config_dict(cfg)
     if workdir:
-        trainer, params, step = train.restore_params(config, workdir)
-        return config, trainer, params, f"trained: {workdir} step {step}"
-    trainer = train.Trainer(config)
-    params = trainer.init_state().ema_params
+        params, step = checkpoint.restore_model_params(config, workdir)
+        return config, params, f"trained: {workdir} step {step}"
+    params = tasks.get_task(config).init_params(jax.random.PRNGKey(config.train.seed))
 
     @jax.jit
     def perturb(params):
@@ -66,7 +65,7 @@ def load(cfg, workdir: str, init_noise: float, quick: bool):
         noisy = [x + init_noise * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
         return jax.tree.unflatten(treedef, noisy)
 
-    return config, trainer, perturb(params), f"random init, weights + N(0, {init_noise}^2)"
+    return config, perturb(params), f"random init, weights + N(0, {init_noise}^2)"
 
 
 def timed(fn) -> tuple[float, float, generate.Samples]:
@@ -79,12 +78,12 @@ def timed(fn) -> tuple[float, float, generate.Samples]:
 
 def run_budget(args, models: dict, total: int) -> dict:
     fns, plans = {}, {}
-    for name, (config, trainer, params) in models.items():
+    for name, (config, params) in models.items():
         plan = generate.sample_plan(config, total=total)
         plans[name] = plan
 
-        def fn(config=config, trainer=trainer, params=params, plan=plan):
-            return generate.draw_samples(config, trainer, params, plan, args.batch, args.seed)
+        def fn(config=config, params=params, plan=plan):
+            return generate.draw_samples(config, params, plan, args.batch, args.seed)
 
         fns[name] = fn
     first = {name: timed(fn) for name, fn in fns.items()}  # compile + warm-up

@@ -74,7 +74,7 @@ def main() -> None:
     setups = {}
     for name, cfg_dict in _models(args.quick).items():
         config = from_config_dict(cfg_dict)
-        trainer = train.Trainer(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
+        trainer = train.build_program(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
         rng = np.random.default_rng(0)
         shape = (config.train.batch_size, config.data.seq_len)
         batch = sharding.global_batch(

@@ -20,6 +20,9 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
+from cofre_jax import sharding, tasks
+from cofre_jax.config.typed import Config
+
 
 class CheckpointMismatchError(ValueError):
     """The checkpoint on disk does not fit the configured model or optimiser."""
@@ -130,6 +133,26 @@ def restore_params(workdir: str, abstract_params: Any, *, use_ema: bool = True) 
         raise FileNotFoundError(f"no checkpoints folder in {workdir!r} to start from")
     with _expected_warnings_dropped():
         return _restore_params(directory, abstract_params, use_ema)
+
+
+def restore_model_params(
+    config: Config, workdir: str, *, use_ema: bool = True, mesh: jax.sharding.Mesh | None = None
+) -> tuple[Any, int]:
+    """(params, step) of the latest checkpoint of `config`'s model in `workdir`, placed
+    on `mesh` (default: config.mesh); nothing but the parameters is built or kept."""
+    mesh = mesh if mesh is not None else sharding.make_mesh(config.mesh)
+    abstract = tasks.get_task(config).abstract_params()
+    shardings = sharding.tree_shardings(abstract, mesh)
+    abstract = jax.tree_util.tree_map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+    )
+    directory = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(directory) or not os.listdir(directory):
+        raise FileNotFoundError(
+            f"no checkpoint in {directory}; train first (--mode=train) with the same --workdir"
+        )
+    with _expected_warnings_dropped():
+        return _restore_params(directory, abstract, use_ema)
 
 
 def _restore_params(directory: str, abstract_params: Any, use_ema: bool) -> tuple[Any, int]:

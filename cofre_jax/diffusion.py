@@ -208,7 +208,7 @@ def masked_diffusion_loss(
 
 
 def diffusion_loss(
-    apply_fn: Callable[..., jax.Array],
+    apply_fn: Callable[..., Any],
     params: Any,
     tokens_BxL: jax.Array,
     key: jax.Array,
@@ -217,16 +217,20 @@ def diffusion_loss(
     *,
     train: bool,
     rngs: dict | None = None,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
+) -> tuple[jax.Array, dict[str, Any]]:
     """One-sample NELBO estimate per token (MDLM's loss) and summable metrics.
 
-    `apply_fn(params, z_BxL, sigma_B, train=..., rngs=...)` returns raw logits.
-    Returns (nll_sum / token_count, {nll_sum, token_count, masked_fraction}).
+    `apply_fn(params, z_BxL, sigma_B, train=..., rngs=...)` is the denoiser call, whose
+    output has `logits_BxLxV` (raw) and `stats` (a `cofre_jax.models.DenoiserOutput`).
+    Returns (nll_sum / token_count, {nll_sum, token_count, masked_fraction, stats}).
     """
     schedule = make_schedule(diffusion_cfg.schedule, diffusion_cfg.eps)
     t_B, z_BxL = draw_noisy_tokens(key, tokens_BxL, diffusion_cfg, schedule, mask_id)
-    logits_BxLxV = apply_fn(params, z_BxL, schedule.total_noise(t_B), train=train, rngs=rngs)
-    return masked_diffusion_loss(logits_BxLxV, tokens_BxL, z_BxL, t_B, schedule, mask_id)
+    out = apply_fn(params, z_BxL, schedule.total_noise(t_B), train=train, rngs=rngs)
+    loss, metrics = masked_diffusion_loss(
+        out.logits_BxLxV, tokens_BxL, z_BxL, t_B, schedule, mask_id
+    )
+    return loss, {**metrics, "stats": out.stats}
 
 
 def nelbo_metrics(nll_sum, token_count) -> dict[str, jax.Array]:

@@ -341,17 +341,16 @@ def make_fp_denoise_fn(
     mask_id = model.config.mask_id
 
     def fp_denoise_fn(params, z_BxL, t_B, h0_fn, num_iterations) -> FPDenoiseOutput:
-        logits_BxLxV, aux = model.apply(
+        out = model.apply(
             {"params": params},
             z_BxL,
             total_noise(t_B),
             train=False,
-            return_aux=True,
             h0_fn=h0_fn,
             num_iterations=num_iterations,
         )
         return FPDenoiseOutput(
-            subs_log_probs(logits_BxLxV, z_BxL, mask_id), aux["h_star"], aux["stats"]
+            subs_log_probs(out.logits_BxLxV, z_BxL, mask_id), out.h_star_BxLxD, out.stats
         )
 
     return fp_denoise_fn

@@ -10,10 +10,11 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
 from cofre_jax import budget, diffusion, fp_sampling, sampling, sharding
 from cofre_jax.config.typed import Config, ConfigError, DiffusionConfig, ModelConfig
-from cofre_jax.models import build_model
+from cofre_jax.models import build_model, model_class
 
 # The samplers are jitted with their denoiser as a static argument, hashed by identity.
 # Building the denoiser once per (model, schedule, solver) settings, not once per call,
@@ -27,8 +28,8 @@ def _mdlm_denoise_fn(model: ModelConfig, diffusion_cfg: DiffusionConfig) -> Call
 
     def denoise_fn(params, z_BxL, t_B):
         sigma_B = schedule.total_noise(t_B)
-        logits_BxLxV = module.apply({"params": params}, z_BxL, sigma_B, train=False)
-        return diffusion.subs_log_probs(logits_BxLxV, z_BxL, model.mask_id)
+        out = module.apply({"params": params}, z_BxL, sigma_B, train=False)
+        return diffusion.subs_log_probs(out.logits_BxLxV, z_BxL, model.mask_id)
 
     return denoise_fn
 
@@ -41,9 +42,9 @@ def _fp_denoise_fn(model: ModelConfig, fixed_point, diffusion_cfg: DiffusionConf
     )
 
 
-def make_denoise_fn(trainer) -> Callable:
+def make_denoise_fn(config: Config) -> Callable:
     """(params, z_BxL, t_B) -> SUBS log-probs, the sampler's view of the model."""
-    return _mdlm_denoise_fn(trainer.config.model, trainer.config.diffusion)
+    return _mdlm_denoise_fn(config.model, config.diffusion)
 
 
 def sample_plan(config: Config, total: int | None = None, steps: int | None = None):
@@ -79,30 +80,35 @@ class Samples:
     details: dict[str, Any]  # sampler-specific counts, JSON-ready
 
 
-def draw_samples(config: Config, trainer, params, plan, num_samples: int, seed: int) -> Samples:
-    """`num_samples` sequences by the model's budgeted sampler (MDLM ancestral or FP)."""
+def draw_samples(
+    config: Config, params, plan, num_samples: int, seed: int, mesh: Mesh | None = None
+) -> Samples:
+    """`num_samples` sequences by the model's budgeted sampler (MDLM ancestral or FP),
+    split over `mesh` (default: config.mesh) like a train batch when they divide."""
     sc, m = config.sample, config.model
+    mesh = mesh if mesh is not None else sharding.make_mesh(config.mesh)
+    schedule = diffusion.make_schedule(config.diffusion.schedule, config.diffusion.eps)
     z_BxL = np.full((num_samples, config.data.seq_len), m.mask_id, np.int32)
     if sc.frame:
         # Every tokenizer's BOS/EOS is its last id, the one just before MASK.
         z_BxL[:, 0] = z_BxL[:, -1] = m.mask_id - 1
-    batch_ways = trainer.mesh.shape["data"] * trainer.mesh.shape["fsdp"]
+    batch_ways = mesh.shape["data"] * mesh.shape["fsdp"]
     if jax.process_count() == 1 and num_samples % batch_ways == 0:
         # Samples split over the batch axes like a train batch (else replicated).
-        z_BxL = jax.device_put(z_BxL, sharding.batch_sharding(trainer.mesh))
+        z_BxL = jax.device_put(z_BxL, sharding.batch_sharding(mesh))
     common = dict(
         batch_size=num_samples,
         seq_len=config.data.seq_len,
         mask_id=m.mask_id,
-        mask_prob_fn=trainer.schedule.mask_prob,
+        mask_prob_fn=schedule.mask_prob,
         top_p=sc.top_p,
         final_eps=sc.final_eps,
         z_init_BxL=z_BxL,
     )
     key = jax.random.PRNGKey(seed)
-    if m.kind == "mdlm":
+    if not model_class(m).is_fixed_point:
         out = sampling.ancestral_sample_with_budget(
-            make_denoise_fn(trainer),
+            make_denoise_fn(config),
             params,
             key,
             plan,

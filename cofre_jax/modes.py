@@ -9,9 +9,10 @@ import time
 
 import jax
 
-from cofre_jax import generate, sharding
+from cofre_jax import checkpoint, generate, sharding, stages, tasks
 from cofre_jax.config.typed import Config, ConfigError
-from cofre_jax.models import build_model, count_params, param_groups
+from cofre_jax.io.json_file import write_json
+from cofre_jax.models import block_cost, count_params, model_class, param_groups
 
 
 def _print(*args, **kwargs) -> None:
@@ -55,9 +56,10 @@ def _eval_batches(config: Config, tokenizer=None, splits=None):
 
 
 def run_train(config: Config, workdir: str) -> None:
-    if config.stage.kind == "distill":
+    if stages.STAGES[config.stage.kind].needs_teacher:
         raise SystemExit(
-            "config error: stage.kind 'distill' is run by --mode=convert (it needs a teacher)"
+            f"config error: stage.kind {config.stage.kind!r} is run by --mode=convert "
+            "(it needs a teacher)"
         )
     _train(config, workdir)
 
@@ -103,7 +105,7 @@ def run_convert(config: Config, workdir: str) -> None:
             "--config.convert.teacher=<workdir of an "
             "MDLM run, or a PyTorch MDLM checkpoint file>"
         )
-    if config.model.kind != "fp_mdlm":
+    if not model_class(config.model).is_fixed_point:
         raise SystemExit(
             f"config error: --mode=convert builds an fp_mdlm model, not {config.model.kind!r}"
         )
@@ -149,20 +151,19 @@ def _progress(message: str) -> None:
 
 
 def run_sample(config: Config, workdir: str) -> None:
-    from cofre_jax import train
-
     workdir = _prepare_workdir(workdir)
     try:  # a bad budget fails before the checkpoint is read, like other config errors
         plan = generate.sample_plan(config)
     except ConfigError as e:
         raise SystemExit(f"config error: {e}") from None
-    trainer, params, step = train.restore_params(config, workdir)
+    mesh = sharding.make_mesh(config.mesh)
+    params, step = checkpoint.restore_model_params(config, workdir, mesh=mesh)
     _, tokenizer = _data(config)
     sc = config.sample
     start = time.perf_counter()
-    drawn = generate.draw_samples(config, trainer, params, plan, sc.num_samples, sc.seed)
+    drawn = generate.draw_samples(config, params, plan, sc.num_samples, sc.seed, mesh=mesh)
     tokens, seconds = drawn.tokens_BxL, time.perf_counter() - start
-    texts = [tokenizer.decode([int(t) for t in row]) for row in tokens]
+    texts = tasks.get_task(config).decode(tokenizer, tokens)
     report = {
         "step": step,
         "budget": plan.budget,
@@ -174,7 +175,7 @@ def run_sample(config: Config, workdir: str) -> None:
         "samples": texts,
     }
     path = os.path.join(workdir, f"samples_step{step}.json")
-    train.write_json(path, report)
+    write_json(path, report)
     for i, text in enumerate(texts):
         _print(f"--- sample {i} ---\n{text}")
     for name in ("budget", "block_passes_used", "steps", "network_calls", "iterations_per_step"):
@@ -185,13 +186,7 @@ def run_sample(config: Config, workdir: str) -> None:
 
 def run_describe(config: Config, workdir: str | None) -> None:
     """Builds everything abstractly (no parameters allocated) and prints facts."""
-    model = build_model(config.model, config.fixed_point)
-    tokens_BxL = jax.ShapeDtypeStruct((1, config.data.seq_len), jax.numpy.int32)
-    sigma_B = jax.ShapeDtypeStruct((1,), jax.numpy.float32)
-    variables = jax.eval_shape(
-        lambda: model.init(jax.random.PRNGKey(0), tokens_BxL, sigma_B, train=False)
-    )
-    params = variables["params"]
+    params = tasks.get_task(config).abstract_params()
     mesh = sharding.make_mesh(config.mesh)
     lines = [
         f"model_kind: {config.model.kind}",
@@ -210,12 +205,13 @@ def run_describe(config: Config, workdir: str | None) -> None:
 
 def _block_pass_lines(config: Config) -> list[str]:
     m, fp = config.model, config.fixed_point
-    if m.kind == "mdlm":
-        return [f"block_passes_per_step: {m.num_layers}"]
+    base, per_iteration = block_cost(m)
+    if not per_iteration:
+        return [f"block_passes_per_step: {base}"]
     n_eval = fp.eval_iterations
     return [
         f"block_passes_per_step: {m.k_pre} + {m.k_fp}*N + {m.k_post} for N fixed-point iterations",
-        f"block_passes_per_step_at_eval_N={n_eval}: {m.block_passes(n_eval)}",
+        f"block_passes_per_step_at_eval_N={n_eval}: {base + n_eval * per_iteration}",
         f"train_mean_fixed_point_iterations: {fp.mean_train_iterations()}",
         f"train_mean_block_passes: {m.k_pre + fp.mean_train_iterations() * m.k_fp + m.k_post}",
         f"fixed_point_training_gradient: {fp.gradient}",

@@ -20,7 +20,7 @@ Letters: B batch, L length, D hidden, V vocabulary.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +31,20 @@ from cofre_jax.config.typed import DiffusionConfig, StageConfig
 from cofre_jax.models import DenoiserOutput
 
 ForwardFn = Callable[..., DenoiserOutput]
+
+
+class StageSpec(NamedTuple):
+    needs_teacher: bool  # learns from another, frozen network (given to the trainer)
+    early_stop: bool  # guarded by stage.early_stop_ratio (cofre_jax.train.early_stop)
+
+
+# One entry per cofre_jax.config.choices.STAGE_KINDS (tests/test_registries.py). The
+# early-stop rule guards the consistency stage against over-sharpening.
+STAGES = {
+    "pretrain": StageSpec(needs_teacher=False, early_stop=False),
+    "consistency": StageSpec(needs_teacher=False, early_stop=True),
+    "distill": StageSpec(needs_teacher=True, early_stop=False),
+}
 
 
 def lambda_at(step: jax.Array | int, lambda_max: float, warmup_steps: int) -> jax.Array:
@@ -128,6 +142,37 @@ def tempered_kl(
     return tau**2 * _masked_mean(kl_BxL, masked_BxL)
 
 
+def _on_hidden(fn):
+    """A divergence of the pre-logit hidden states, as a registry entry."""
+
+    def divergence_fn(student, teacher, z_s_BxL, z_c_BxL, masked_BxL, *, mask_id, tau):
+        del z_s_BxL, z_c_BxL, mask_id, tau
+        return fn(student.hidden_BxLxD, teacher.hidden_BxLxD, masked_BxL)
+
+    return divergence_fn
+
+
+def _on_logits(student, teacher, z_s_BxL, z_c_BxL, masked_BxL, *, mask_id, tau):
+    return tempered_kl(
+        student.logits_BxLxV,
+        z_s_BxL,
+        teacher.logits_BxLxV,
+        z_c_BxL,
+        masked_BxL,
+        mask_id=mask_id,
+        tau=tau,
+    )
+
+
+# One entry per cofre_jax.config.choices.DIVERGENCES (tests/test_registries.py).
+_DIVERGENCES = {
+    "mse": _on_hidden(hidden_mse),
+    "normalized_mse": _on_hidden(normalized_hidden_mse),
+    "kl": _on_logits,
+    "cosine": _on_hidden(hidden_cosine),
+}
+
+
 def divergence(
     kind: str,
     student: DenoiserOutput,
@@ -138,24 +183,12 @@ def divergence(
     mask_id: int,
     tau: float,
 ) -> jax.Array:
+    if kind not in _DIVERGENCES:
+        raise ValueError(f"unknown divergence {kind!r}; valid: {', '.join(DIVERGENCES)}")
     masked_BxL = z_s_BxL == mask_id
-    if kind == "mse":
-        return hidden_mse(student.hidden_BxLxD, teacher.hidden_BxLxD, masked_BxL)
-    if kind == "normalized_mse":
-        return normalized_hidden_mse(student.hidden_BxLxD, teacher.hidden_BxLxD, masked_BxL)
-    if kind == "cosine":
-        return hidden_cosine(student.hidden_BxLxD, teacher.hidden_BxLxD, masked_BxL)
-    if kind == "kl":
-        return tempered_kl(
-            student.logits_BxLxV,
-            z_s_BxL,
-            teacher.logits_BxLxV,
-            z_c_BxL,
-            masked_BxL,
-            mask_id=mask_id,
-            tau=tau,
-        )
-    raise ValueError(f"unknown divergence {kind!r}; valid: {', '.join(DIVERGENCES)}")
+    return _DIVERGENCES[kind](
+        student, teacher, z_s_BxL, z_c_BxL, masked_BxL, mask_id=mask_id, tau=tau
+    )
 
 
 def stage_loss(
@@ -166,6 +199,7 @@ def stage_loss(
     step: jax.Array,
     *,
     stage: StageConfig,
+    divergence_kind: str,
     diffusion_cfg: DiffusionConfig,
     mask_id: int,
     teacher_forward: ForwardFn,
@@ -173,8 +207,10 @@ def stage_loss(
     rngs: dict | None = None,
 ) -> tuple[jax.Array, dict[str, Any]]:
     """(loss, metrics) of one consistency or distillation step; the student is in train
-    mode, the teacher in eval mode under stop-gradient. metrics holds scalars plus the
-    student's and teacher's solver stats (None for MDLM networks) for the logs."""
+    mode, the teacher in eval mode under stop-gradient; `divergence_kind` is one of
+    DIVERGENCES (distillation uses "kl", the consistency stage stage.divergence).
+    metrics holds scalars plus the student's and teacher's solver stats (None for MDLM
+    networks) for the logs."""
     schedule = diffusion.make_schedule(diffusion_cfg.schedule, diffusion_cfg.eps)
     time_key, gap_key, mask_key = jax.random.split(key, 3)
     t_s_B = diffusion.sample_times(
@@ -195,9 +231,8 @@ def stage_loss(
         jax.lax.stop_gradient(teacher_params), z_c_BxL, schedule.total_noise(t_c_B), train=False
     )
     teacher = jax.tree_util.tree_map(jax.lax.stop_gradient, teacher)
-    kind = "kl" if stage.kind == "distill" else stage.divergence
     div = divergence(
-        kind, student, teacher, z_s_BxL, z_c_BxL, mask_id=mask_id, tau=stage.temperature
+        divergence_kind, student, teacher, z_s_BxL, z_c_BxL, mask_id=mask_id, tau=stage.temperature
     )
     lam = lambda_at(step, stage.lambda_max, stage.lambda_warmup_steps)
     metrics.update(

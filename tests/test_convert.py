@@ -19,7 +19,7 @@ from cofre_jax.convert import (
     split_layer_map,
 )
 from cofre_jax.models import build_model
-from cofre_jax.models.fp_mdlm import FPCell
+from cofre_jax.models.fixed_point_stack import FPCell
 from cofre_jax.models.layers import DiTBlock, rotary_tables
 from configs import quickstart
 
@@ -102,11 +102,11 @@ def test_zero_scale_one_iteration_equals_the_mapped_mdlm():
     tokens = jax.random.randint(jax.random.PRNGKey(4), (2, L), 0, config.model.mask_id + 1)
     sigma = jnp.array([0.3, 2.0])
     fp_model = build_model(config.model, config.fixed_point)
-    got = fp_model.apply({"params": fp}, tokens, sigma, train=False, num_iterations=1)
+    got = fp_model.apply({"params": fp}, tokens, sigma, train=False, num_iterations=1).logits_BxLxV
     three = dataclasses.replace(teacher, num_layers=3)
     small = {k: v for k, v in mdlm.items() if not k.startswith("blocks_")}
     small.update(blocks_0=mdlm["blocks_0"], blocks_1=mdlm["blocks_5"], blocks_2=mdlm["blocks_11"])
-    want = build_model(three).apply({"params": small}, tokens, sigma, train=False)
+    want = build_model(three).apply({"params": small}, tokens, sigma, train=False).logits_BxLxV
     assert np.abs(np.asarray(want)).max() > 0.5
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 

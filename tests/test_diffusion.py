@@ -9,6 +9,7 @@ import pytest
 
 from cofre_jax import diffusion
 from cofre_jax.config.typed import DiffusionConfig
+from cofre_jax.models import DenoiserOutput
 
 EPS = 1e-3
 NAMES = diffusion.SCHEDULES
@@ -212,7 +213,8 @@ def _toy_apply(params, z_BxL, sigma_B, *, train, rngs):
     del train, rngs
     a, s = params
     logits = a[None] + jnp.tanh(sigma_B)[:, None, None] * s[None]
-    return jnp.broadcast_to(logits, (*z_BxL.shape, V_TOY + 1))
+    logits_BxLxV = jnp.broadcast_to(logits, (*z_BxL.shape, V_TOY + 1))
+    return DenoiserOutput(logits_BxLxV, logits_BxLxV)
 
 
 def _quadrature_nelbo(name, sampling_eps):
@@ -269,7 +271,8 @@ def test_diffusion_loss_metrics_and_gradient():
         )
 
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    assert set(metrics) == {"nll_sum", "token_count", "masked_fraction"}
+    assert set(metrics) == {"nll_sum", "token_count", "masked_fraction", "stats"}
+    assert metrics["stats"] is None  # an explicit stack: no solver
     assert float(metrics["token_count"]) == 4 * L_TOY
     np.testing.assert_allclose(loss, metrics["nll_sum"] / metrics["token_count"], rtol=1e-6)
     assert 0.0 < float(metrics["masked_fraction"]) < 1.0

@@ -57,9 +57,8 @@ def _randomized(params, seed=2, scale=0.3):
 
 @functools.partial(jax.jit, static_argnums=0, static_argnames=("train", "return_hidden"))
 def _apply(config, params, tokens_BxL, sigma_B, *, train, return_hidden=False, rngs=None):
-    return DiT(config).apply(
-        {"params": params}, tokens_BxL, sigma_B, train=train, return_hidden=return_hidden, rngs=rngs
-    )
+    out = DiT(config).apply({"params": params}, tokens_BxL, sigma_B, train=train, rngs=rngs)
+    return (out.logits_BxLxV, out.hidden_BxLxD) if return_hidden else out.logits_BxLxV
 
 
 # ---------------------------------------------------------------------------- structure

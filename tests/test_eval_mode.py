@@ -77,10 +77,10 @@ def test_resume_redoes_only_missing_budgets(trained, monkeypatch):
     calls = []
     original = generate.draw_samples
     monkeypatch.setattr(
-        generate, "draw_samples", lambda *a, **k: calls.append(a[3].budget) or original(*a, **k)
+        generate, "draw_samples", lambda *a, **k: calls.append(a[2].budget) or original(*a, **k)
     )
     monkeypatch.setattr(
-        train.Trainer, "evaluate", lambda *a: pytest.fail("likelihood was already in the report")
+        train, "evaluate", lambda *a: pytest.fail("likelihood was already in the report")
     )
     modes.run("eval", config, str(workdir))
     assert calls == [16]
@@ -107,7 +107,7 @@ def test_scored_parts_survive_other_settings(trained, monkeypatch, capsys):
     calls = []
     original = generate.draw_samples
     monkeypatch.setattr(
-        generate, "draw_samples", lambda *a, **k: calls.append(a[3].budget) or original(*a, **k)
+        generate, "draw_samples", lambda *a, **k: calls.append(a[2].budget) or original(*a, **k)
     )
     # Entropy only, one budget added: the scored parts serve it, only budget 12 is drawn.
     modes.run(

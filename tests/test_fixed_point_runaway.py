@@ -24,7 +24,7 @@ from test_sampling_budget import SCHEDULE, TOY_MASK, D, _fp_config, _perturbed_i
 from cofre_jax import diffusion, fp_sampling
 from cofre_jax.budget import StepCost, plan_budget
 from cofre_jax.fixed_point import NonConvergenceError, SolverSpec, solve
-from cofre_jax.fixed_point.solvers import residual_norm, row_norm
+from cofre_jax.fixed_point.residuals import residual_norm, row_norm
 from cofre_jax.models import build_model
 
 

@@ -11,7 +11,13 @@ import pytest
 
 from cofre_jax import diffusion
 from cofre_jax.config.typed import from_config_dict
-from cofre_jax.models import build_model, fp_mdlm, param_groups
+from cofre_jax.models import (
+    DenoiserOutput,
+    block_cost,
+    build_model,
+    fixed_point_stack,
+    param_groups,
+)
 from cofre_jax.models.layers import DiTBlock, dense
 from configs import quickstart_mdlm as quickstart
 
@@ -45,7 +51,8 @@ def test_components_and_block_pass_accounting():
     assert set(params["fp_cell"]) == {"fc1", "fc2", "blocks_0"}
     assert params["fp_cell"]["fc1"]["kernel"].shape == (64, 64)  # 2D -> 2D
     assert params["fp_cell"]["fc2"]["kernel"].shape == (64, 32)  # 2D -> D
-    assert config.model.block_passes(10) == 12  # 1 + 10 * 1 + 1: budget 96 = 8 steps
+    base, per_iteration = block_cost(config.model)
+    assert base + 10 * per_iteration == 12  # 1 + 10 * 1 + 1: budget 96 = 8 steps
     assert config.fixed_point.mean_train_iterations() == 6.5  # E[U{0..4}] + E[U{3..6}]
 
 
@@ -53,26 +60,27 @@ def test_eval_forward_exposes_states_and_follows_the_iteration_count():
     config = _config()
     model, params, tokens, sigma = _init(config)
     run = jax.jit(
-        lambda p, n: model.apply({"params": p}, tokens, sigma, train=False, return_aux=True,
-                                 num_iterations=n)
+        lambda p, n: model.apply({"params": p}, tokens, sigma, train=False, num_iterations=n,
+                                 capture_intermediates=True)
     )  # fmt: skip
-    logits0, aux0 = run(params, 0)
-    assert set(aux0) == {"h_pre", "u", "h_star", "hidden", "stats"}
+    out0, seen = run(params, 0)
+    assert isinstance(out0, DenoiserOutput)
+    h_pre = seen["intermediates"][f"pre_blocks_{config.model.k_pre - 1}"]["__call__"][0]
     # Zero iterations: the solve returns its cold start, h_pre.
-    np.testing.assert_array_equal(aux0["h_star"], aux0["h_pre"])
-    assert int(aux0["stats"].evals) == 0
-    logits3, aux3 = run(params, 3)  # same compiled function, traced count
-    assert int(aux3["stats"].evals) == 3
-    assert not np.allclose(aux3["h_star"], aux3["h_pre"])
+    np.testing.assert_array_equal(out0.h_star_BxLxD, h_pre)
+    assert int(out0.stats.evals) == 0
+    out3, _ = run(params, 3)  # same compiled function, traced count
+    assert int(out3.stats.evals) == 3
+    assert not np.allclose(out3.h_star_BxLxD, h_pre)
     # Warm start: starting from h* after 2 iterations and running 1 more equals 3.
-    _, aux2 = run(params, 2)
+    out2, _ = run(params, 2)
     warm = jax.jit(
-        lambda p, h0: model.apply({"params": p}, tokens, sigma, train=False, return_aux=True,
-                                  num_iterations=1, h0_BxLxD=h0)
+        lambda p, h0: model.apply({"params": p}, tokens, sigma, train=False, num_iterations=1,
+                                  h0_BxLxD=h0)
     )  # fmt: skip
-    _, aux_warm = warm(params, aux2["h_star"])
-    np.testing.assert_allclose(aux_warm["h_star"], aux3["h_star"], rtol=1e-5, atol=1e-5)
-    assert logits0.shape == logits3.shape == (2, 16, config.model.vocab_size)
+    out_warm = warm(params, out2.h_star_BxLxD)
+    np.testing.assert_allclose(out_warm.h_star_BxLxD, out3.h_star_BxLxD, rtol=1e-5, atol=1e-5)
+    assert out0.logits_BxLxV.shape == out3.logits_BxLxV.shape == (2, 16, config.model.vocab_size)
 
 
 @pytest.mark.parametrize("gradient", ["sjfb", "implicit", "jfb", "unrolled"])
@@ -156,13 +164,13 @@ def test_diverging_solve_is_logged_and_never_reaches_the_parameters():
     cfg.data.seq_len = 16
     cfg.train.batch_size = 2
     config = from_config_dict(cfg)
-    trainer = train.Trainer(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
-    state = trainer.init_state()
+    program = train.build_program(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
+    state = program.init_state()
     params = jax.device_get(state.params)
     params["fp_cell"] = jax.tree_util.tree_map(lambda p: p * 1e4 + 1.0, params["fp_cell"])
     state = state.replace(params=params)
     tokens = {"tokens": np.zeros((2, 16), np.int32)}
-    state, metrics = trainer.train_step(state, sharding.global_batch(tokens, trainer.mesh))
+    state, metrics = program.train_step(state, sharding.global_batch(tokens, program.mesh))
     metrics = jax.device_get(metrics)
     assert "fp_residual" in metrics and "fp_iterations" in metrics
     assert not np.isfinite(metrics["fp_residual_max"]) or metrics["fp_residual_max"] > 1.0
@@ -177,6 +185,7 @@ class _ConcatCell(nn.Module):
     """F as it was before the hoisting: fc1(concat[h, u]) inside every iteration."""
 
     config: Any
+    block: Any = DiTBlock
 
     @nn.compact
     def __call__(self, h_BxLxD, u_BxLxD, cond_BxC, cos_LxK, sin_LxK, *, train, injected=False):
@@ -213,11 +222,11 @@ def test_hoisted_injection_matches_the_concat_formulation(monkeypatch):
         return jax.jit(
             lambda p: model.apply({"params": p}, tokens, sigma, train=train, num_iterations=
                                   None if train else 6, rngs=rngs if train else None)
-        )(params)  # fmt: skip
+        )(params).logits_BxLxV  # fmt: skip
 
     hoisted = [run(False), run(True)]
-    monkeypatch.setattr(fp_mdlm, "FPCell", _ConcatCell)
-    monkeypatch.setattr(fp_mdlm, "injection_term", lambda cfg, p, u: u)
+    monkeypatch.setattr(fixed_point_stack, "FPCell", _ConcatCell)
+    monkeypatch.setattr(fixed_point_stack, "injection_term", lambda cfg, p, u: u)
     concat = [run(False), run(True)]
     for got, want in zip(hoisted, concat):
         assert float(jnp.max(jnp.abs(want))) > 0.1
@@ -236,7 +245,7 @@ def test_sjfb_gradient_reaches_the_whole_fc1_kernel(injection):
     rngs = {"dropout": jax.random.PRNGKey(5), "fixed_point": jax.random.PRNGKey(6)}
 
     def loss(p):
-        logits = model.apply({"params": p}, tokens, sigma, train=True, rngs=rngs)
+        logits = model.apply({"params": p}, tokens, sigma, train=True, rngs=rngs).logits_BxLxV
         return jnp.mean(jax.nn.log_softmax(logits)[..., 0])
 
     grads = jax.jit(jax.grad(loss))(params)["fp_cell"]

@@ -1,10 +1,11 @@
 """Drawing samples from a model handle: compiled once per settings, framed rows."""
 
+import jax
 import numpy as np
 import pytest
 import tiny
 
-from cofre_jax import fp_sampling, generate, sampling, train
+from cofre_jax import fp_sampling, generate, sampling, tasks
 from cofre_jax.config.typed import from_config_dict
 
 
@@ -18,11 +19,10 @@ def test_repeated_draws_reuse_the_compiled_sampler(kind, tmp_path):
     plan = generate.sample_plan(config, total=8 if kind == "mdlm" else 12, steps=2)
     outputs, compiles = [], []
     for _ in range(2):
-        # A new trainer each time, as --mode=eval and the benchmarks restore one per run.
-        trainer = train.Trainer(config)
-        params = trainer.init_state().ema_params
+        # New parameters each time, as --mode=eval and the benchmarks restore them per run.
+        params = tasks.get_task(config).init_params(jax.random.PRNGKey(0))
         before = jitted._cache_size()
-        outputs.append(generate.draw_samples(config, trainer, params, plan, 2, seed=0))
+        outputs.append(generate.draw_samples(config, params, plan, 2, seed=0))
         compiles.append(jitted._cache_size() - before)
     assert compiles[1] == 0, compiles
     np.testing.assert_array_equal(outputs[1].tokens_BxL, outputs[0].tokens_BxL)
@@ -32,9 +32,9 @@ def test_frame_keeps_bos_and_eos_visible(tmp_path):
     cfg = tiny.tiny_config(tiny.write_corpus(tmp_path / "c.jsonl"))
     cfg.sample.frame = True
     config = from_config_dict(cfg)
-    trainer = train.Trainer(config)
+    params = tasks.get_task(config).init_params(jax.random.PRNGKey(0))
     plan = generate.sample_plan(config, total=8, steps=4)
-    drawn = generate.draw_samples(config, trainer, trainer.init_state().ema_params, plan, 4, 0)
+    drawn = generate.draw_samples(config, params, plan, 4, 0)
     bos = config.model.mask_id - 1
     assert (drawn.tokens_BxL[:, 0] == bos).all() and (drawn.tokens_BxL[:, -1] == bos).all()
     assert (drawn.tokens_BxL != config.model.mask_id).all()

@@ -17,9 +17,9 @@ import jax
 import numpy as np
 import tiny
 
-from cofre_jax import checkpoint, modes
+from cofre_jax import checkpoint, modes, train
 from cofre_jax.config.typed import from_config_dict
-from cofre_jax.train import Trainer, learning_rate_schedule
+from cofre_jax.train import learning_rate_schedule
 from configs import quickstart_mdlm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -126,7 +126,7 @@ def test_two_processes_equal_one_process(tmp_path, capsys):
     config = from_config_dict(_flag_config(corpus))
     schedule = learning_rate_schedule(config.optim, config.train.num_steps)
     bound = 2 * sum(float(schedule(i)) for i in range(3))
-    abstract = Trainer(config).abstract_state.params
+    abstract = train.build_program(config).abstract_state.params
     got, step_two = checkpoint.restore_params(str(tmp_path / "two"), abstract, use_ema=False)
     want, step_one = checkpoint.restore_params(str(tmp_path / "one"), abstract, use_ema=False)
     assert step_one == step_two == 3

@@ -11,13 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cofre_jax import budget, diffusion, fixed_point, fp_sampling, modes, stages, train
+from cofre_jax import budget, diffusion, fixed_point, fp_sampling, modes, stages, tasks, train
 from cofre_jax.config import choices
 from cofre_jax.config.typed import from_config_dict
 from cofre_jax.data import sources
 from cofre_jax.evaluation import scorer
 from cofre_jax.fixed_point import solvers
-from cofre_jax.models import DenoiserOutput, build_model, fp_mdlm
+from cofre_jax.models import MODELS, DenoiserOutput, build_model, fixed_point_stack
+from cofre_jax.tasks import text as text_task
 from configs import quickstart
 
 
@@ -28,6 +29,11 @@ def config():
 
 def test_dict_registries_match_their_tuples():
     assert tuple(modes._MODES) == choices.MODES
+    assert tuple(MODELS) == choices.MODEL_KINDS
+    assert tuple(tasks.TASK_TYPES) == choices.TASKS
+    assert tuple(stages.STAGES) == choices.STAGE_KINDS
+    assert tuple(text_task._STAGE_LOSSES) == choices.STAGE_KINDS
+    assert set(stages._DIVERGENCES) == set(choices.DIVERGENCES)
     assert tuple(solvers._METHODS) == choices.SOLVER_METHODS
     # Document sources: what --mode=prepare reads (data.raw_source) plus the embedded
     # corpus; owt and synthetic are read by cofre_jax.data.pipeline itself.
@@ -49,9 +55,11 @@ def test_injections(config):
     u_BxLxD = jnp.ones((1, 2, 4))
     for injection in choices.INJECTIONS:
         cfg = dataclasses.replace(model_cfg, injection=injection)
-        assert fp_mdlm.injection_term(cfg, params, u_BxLxD).shape[:2] == (1, 2)
+        assert fixed_point_stack.injection_term(cfg, params, u_BxLxD).shape[:2] == (1, 2)
     with pytest.raises(ValueError, match="unknown injection"):
-        fp_mdlm.injection_term(dataclasses.replace(model_cfg, injection="mul"), params, u_BxLxD)
+        fixed_point_stack.injection_term(
+            dataclasses.replace(model_cfg, injection="mul"), params, u_BxLxD
+        )
 
 
 def test_noise_schedules():

@@ -10,7 +10,6 @@ Shape legend: B batch, L length, D hidden, V vocabulary (MASK included), T steps
 
 import functools
 import json
-import types
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +18,7 @@ import pytest
 
 from cofre_jax import (
     budget,
+    checkpoint,
     diffusion,
     fixed_point,
     fp_sampling,
@@ -493,20 +493,14 @@ def test_sampler_runs_under_a_sharded_jit_on_8_devices():
     ["fp_mdlm", pytest.param("mdlm", marks=pytest.mark.slow)],  # MDLM: test_cli too
 )
 def test_sample_mode_spends_and_prints_the_budget(kind, tmp_path, monkeypatch, capsys):
-    from cofre_jax import train
-
     config = _fp_config(**{"model.kind": kind, "model.num_layers": 3, "sample.num_samples": 8,
                            "sample.budget": 30, "sample.adaptive_tol": 1e-2})  # fmt: skip
 
-    def fake_restore(config, workdir, use_ema=True):  # what run_sample uses, no checkpoint
+    def fake_restore(config, workdir, use_ema=True, mesh=None):  # run_sample's, no checkpoint
         model = build_model(config.model, config.fixed_point)
-        trainer = types.SimpleNamespace(
-            config=config, model=model, schedule=SCHEDULE, mesh=sharding.make_mesh(config.mesh),
-            apply_fn=lambda p, z, s, *, train: model.apply({"params": p}, z, s, train=train),
-        )  # fmt: skip
-        return trainer, _perturbed_init(model, config.data.seq_len), 0
+        return _perturbed_init(model, config.data.seq_len), 0
 
-    monkeypatch.setattr(train, "restore_params", fake_restore)
+    monkeypatch.setattr(checkpoint, "restore_model_params", fake_restore)
     modes.run_sample(config, str(tmp_path))
     stdout = capsys.readouterr().out
     assert "budget: 30\n" in stdout

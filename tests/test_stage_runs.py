@@ -54,10 +54,10 @@ def _stage_config(corpus, pretrained, **overrides):
 
 def test_stage_starts_from_init_from_ema_params(corpus, pretrained, tmp_path, caplog):
     config = _stage_config(corpus, pretrained)
-    trainer = train.Trainer(config)
+    trainer = train.build_program(config)
     lines = []
     with caplog.at_level(logging.WARNING):
-        state = train._start_state(trainer, config, str(tmp_path), lines.append)
+        state = train.loop._start_state(trainer, config, str(tmp_path), lines.append)
         ema, step = checkpoint.restore_params(pretrained, trainer.abstract_state.params)
     # orbax's expected read-only and "data not restored" warnings are not shown.
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
@@ -69,7 +69,7 @@ def test_stage_starts_from_init_from_ema_params(corpus, pretrained, tmp_path, ca
 
 def test_train_step_logs_lambda_and_divergence(corpus, pretrained):
     config = _stage_config(corpus, pretrained)
-    trainer = train.Trainer(config)
+    trainer = train.build_program(config)
     state = trainer.init_state()
     rng = np.random.default_rng(0)
     logged = []
@@ -91,9 +91,9 @@ def test_early_stop_keeps_last_good_checkpoint(corpus, pretrained, tmp_path, mon
     # Scripted validation perplexities: start, then the checkpoints at steps 2, 4, 6.
     scripted = iter([10.0, 10.5, 11.4, 11.6, 99.0])
     monkeypatch.setattr(
-        train.Trainer,
+        train.loop,
         "evaluate",
-        lambda self, params, batches: {"perplexity": next(scripted), "nats_per_token": 0.0},
+        lambda task, mesh, params, batches: {"perplexity": next(scripted), "nats_per_token": 0.0},
     )
     lines = []
     train.train_and_evaluate(config, str(tmp_path), make_data=_make_data(config), log=lines.append)

@@ -1,16 +1,14 @@
 """The consistency and distillation objectives: nested masks, stop-gradient teachers,
 the lambda schedule and the divergences."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cofre_jax import diffusion, stages
+from cofre_jax import diffusion, stages, tasks
 from cofre_jax.config.typed import from_config_dict
-from cofre_jax.models import DenoiserOutput, build_model, make_forward
+from cofre_jax.models import DenoiserOutput
 from configs import quickstart
 
 MASK = 9
@@ -103,10 +101,9 @@ def _tiny(model_kind="fp_mdlm", **stage):
     for key, value in stage.items():
         cfg.stage[key] = value
     config = from_config_dict(cfg)
-    model = build_model(config.model, config.fixed_point)
+    task = tasks.get_task(config)
     tokens = jax.random.randint(jax.random.PRNGKey(2), (4, 16), 0, config.model.mask_id)
-    init = jax.jit(lambda k: model.init(k, tokens, jnp.zeros((4,)), train=False)["params"])
-    return config, make_forward(model), init(jax.random.PRNGKey(0)), tokens
+    return config, task.apply, jax.jit(task.init_params)(jax.random.PRNGKey(0)), tokens
 
 
 def _loss(config, forward, params, tokens, teacher_forward, teacher_params):
@@ -117,6 +114,7 @@ def _loss(config, forward, params, tokens, teacher_forward, teacher_params):
         jax.random.PRNGKey(3),
         jnp.int32(10_000),
         stage=config.stage,
+        divergence_kind="kl" if config.stage.kind == "distill" else config.stage.divergence,
         diffusion_cfg=config.diffusion,
         mask_id=config.model.mask_id,
         teacher_forward=teacher_forward,
@@ -158,9 +156,9 @@ def test_consistency_teacher_gets_no_gradient(model_kind, divergence):
 
 def test_distillation_teacher_gradient_is_exactly_zero():
     config, forward, params, tokens = _tiny(kind="distill")
-    mdlm = build_model(dataclasses.replace(config.model, kind="mdlm"))
-    mdlm_params = mdlm.init(jax.random.PRNGKey(7), tokens, jnp.zeros((4,)), train=False)["params"]
-    teacher = make_forward(mdlm)
+    mdlm = tasks.get_task(config).teacher()
+    mdlm_params = jax.jit(mdlm.init_params)(jax.random.PRNGKey(7))
+    teacher = mdlm.apply
     loss_and_grads = jax.jit(
         jax.value_and_grad(lambda tp: _loss(config, forward, params, tokens, teacher, tp))
     )

@@ -209,8 +209,10 @@ def test_logits_match_torch_reference(tmp_path):
     sigma_B = np.array([0.7, 2.3], dtype=np.float32)
     with torch.no_grad():
         want_BxLxV = model(torch.from_numpy(tokens_BxL), torch.from_numpy(sigma_B)).numpy()
-    got_BxLxV = DiT(CONFIG).apply(
-        {"params": params}, jnp.asarray(tokens_BxL), jnp.asarray(sigma_B), train=False
+    got_BxLxV = (
+        DiT(CONFIG)
+        .apply({"params": params}, jnp.asarray(tokens_BxL), jnp.asarray(sigma_B), train=False)
+        .logits_BxLxV
     )
     assert np.abs(want_BxLxV).max() > 1.0  # the random head makes logits non-trivial
     np.testing.assert_allclose(np.asarray(got_BxLxV), want_BxLxV, atol=1e-4, rtol=1e-4)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tiny
 
-from cofre_jax import sharding, train
+from cofre_jax import checkpoint, sharding, train
 from cofre_jax.config.typed import from_config_dict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,8 +44,8 @@ def config(tmp_path_factory):
 
 def test_train_step_is_deterministic(config):
     one_device = sharding.make_mesh(config.mesh, jax.devices()[:1])
-    a, ma = _run_steps(train.Trainer(config, one_device), config)
-    b, mb = _run_steps(train.Trainer(config, one_device), config)
+    a, ma = _run_steps(train.build_program(config, one_device), config)
+    b, mb = _run_steps(train.build_program(config, one_device), config)
     assert int(a.step) == 2 and int(a.nonfinite_steps) == 0
     assert float(ma["loss"]) == float(mb["loss"])
     jax.tree_util.tree_map(np.testing.assert_array_equal, a.params, b.params)
@@ -55,8 +55,8 @@ def test_sharded_step_equals_single_device(config):
     assert jax.device_count() == 8, "conftest forces 8 CPU devices"
     one = sharding.make_mesh(config.mesh, jax.devices()[:1])
     eight = sharding.make_mesh(type(config.mesh)(data=2, fsdp=4, tensor=1))
-    ref, ref_metrics = _run_steps(train.Trainer(config, one), config)
-    trainer8 = train.Trainer(config, eight)
+    ref, ref_metrics = _run_steps(train.build_program(config, one), config)
+    trainer8 = train.build_program(config, eight)
     got, got_metrics = _run_steps(trainer8, config)
     np.testing.assert_allclose(got_metrics["loss"], ref_metrics["loss"], rtol=1e-5)
     jax.tree_util.tree_map(
@@ -70,7 +70,7 @@ def test_sharded_step_equals_single_device(config):
 
 
 def test_nonfinite_loss_skips_update_and_stops(config):
-    trainer = train.Trainer(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
+    trainer = train.build_program(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
     state = trainer.init_state()
     params = jax.device_get(state.params)
     params["output_layer"]["linear"]["bias"] = params["output_layer"]["linear"]["bias"] * np.nan
@@ -87,7 +87,7 @@ def test_nonfinite_loss_skips_update_and_stops(config):
         after["vocab_embed"]["embedding"], params["vocab_embed"]["embedding"]
     )
     with pytest.raises(train.NonFiniteLossError, match="non-finite loss"):
-        train._check_finite(state, 1)
+        train.loop._check_finite(state, 1)
 
 
 def test_a_signal_stops_after_at_most_one_more_step(config, tmp_path, monkeypatch, capsys):
@@ -106,7 +106,7 @@ def test_a_signal_stops_after_at_most_one_more_step(config, tmp_path, monkeypatc
 
     slow_jit = jax.jit(lambda x: jax.pure_callback(slow, jax.ShapeDtypeStruct((), x.dtype), x))
     dispatched, seen = [], {}
-    original = train.Trainer.train_step
+    original = train.TrainProgram.train_step
 
     def step_then_signal(self, state, batch):
         state, metrics = original(self, state, batch)
@@ -121,7 +121,7 @@ def test_a_signal_stops_after_at_most_one_more_step(config, tmp_path, monkeypatc
             threading.Timer(0.3, send).start()
         return state, metrics
 
-    monkeypatch.setattr(train.Trainer, "train_step", step_then_signal)
+    monkeypatch.setattr(train.TrainProgram, "train_step", step_then_signal)
     data = lambda: _data_for(config)  # noqa: E731
     train.train_and_evaluate(config, str(tmp_path), make_data=data)
     out = capsys.readouterr()
@@ -173,7 +173,7 @@ def _train_cmd(corpus, workdir, num_steps):
 
 def _final_params(config_dict, workdir):
     config = from_config_dict(config_dict)
-    _, params, step = train.restore_params(config, str(workdir), use_ema=False)
+    params, step = checkpoint.restore_model_params(config, str(workdir), use_ema=False)
     return jax.device_get(params), step
 
 

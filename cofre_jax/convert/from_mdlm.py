@@ -7,33 +7,21 @@ import os
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
-from cofre_jax import checkpoint
+from cofre_jax import checkpoint, tasks
 from cofre_jax.config.typed import Config, ModelConfig
 from cofre_jax.convert.layer_map import fp_params_from_mdlm
 from cofre_jax.convert.torch_checkpoint import load_mdlm_params
-from cofre_jax.models import build_model, count_params
+from cofre_jax.models import count_params
+from cofre_jax.tasks.text import teacher_model_config
 
 # Files read with the PyTorch-free loader; anything else must be one of our workdirs.
 TORCH_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".safetensors")
 
 
-def teacher_model_config(config: Config) -> ModelConfig:
-    """The MDLM that --mode=convert distils from: the model section's dimensions with
-    convert.teacher_num_layers DiT blocks."""
-    return dataclasses.replace(
-        config.model, kind="mdlm", num_layers=config.convert.teacher_num_layers
-    )
-
-
 def abstract_params(config: Config, model_config: ModelConfig) -> Any:
     """ShapeDtypeStructs (on the first local device) of a model's parameters."""
-    model = build_model(model_config, config.fixed_point)
-    tokens_BxL = jnp.zeros((1, config.data.seq_len), jnp.int32)
-    shapes = jax.eval_shape(
-        lambda: model.init(jax.random.PRNGKey(0), tokens_BxL, jnp.zeros((1,)), train=False)
-    )["params"]
+    shapes = tasks.get_task(dataclasses.replace(config, model=model_config)).abstract_params()
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     return jax.tree_util.tree_map(
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes

@@ -24,12 +24,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from cofre_jax import generate, sharding
+from cofre_jax import checkpoint, generate, sharding, tasks
 from cofre_jax.config.typed import Config
 from cofre_jax.data import synthetic
 from cofre_jax.evaluation import oracle
 from cofre_jax.evaluation import scorer as scorer_lib
 from cofre_jax.evaluation.costs import compiled_stats
+from cofre_jax.io.json_file import write_json
 from cofre_jax.models import count_params
 
 
@@ -103,23 +104,24 @@ def _jsonable(x):
     return json.loads(json.dumps(x))  # tuples -> lists, as they come back from disk
 
 
-def compiled_costs(trainer, params, num_samples: int) -> dict[str, Any]:
+def compiled_costs(config: Config, mesh, params, num_samples: int) -> dict[str, Any]:
     """Parameters, and XLA's FLOPs and bytes of the compiled train step and of one
     denoising network call on `num_samples` sequences."""
-    cfg = trainer.config
-    L = cfg.data.seq_len
+    from cofre_jax import train  # the optimiser and clu: only for this measurement
+
+    program = train.build_program(config, mesh)
+    L = config.data.seq_len
     batch = {
         "tokens": jax.ShapeDtypeStruct(
-            (cfg.train.batch_size, L), jnp.int32, sharding=sharding.batch_sharding(trainer.mesh)
+            (config.train.batch_size, L), jnp.int32, sharding=sharding.batch_sharding(mesh)
         )
     }
-    z_BxL = jax.ShapeDtypeStruct((num_samples, L), jnp.int32)
-    sigma_B = jax.ShapeDtypeStruct((num_samples,), jnp.float32)
-    call = jax.jit(lambda p, z, s: trainer.apply_fn(p, z, s, train=False))
+    z_BxL, sigma_B, _ = program.task.init_inputs(num_samples)
+    call = jax.jit(lambda p, z, s: program.task.apply(p, z, s, train=False))
     return {
         "params": count_params(params),
         "train_step": compiled_stats(
-            trainer.lower_train_step(trainer.abstract_state, batch).compile()
+            program.lower_train_step(program.abstract_state, batch).compile()
         ),
         "denoiser_call": compiled_stats(call.lower(params, z_BxL, sigma_B).compile()),
         "note": "XLA's cost_analysis counts a while-loop body once, so FP-MDLM FLOPs "
@@ -127,13 +129,15 @@ def compiled_costs(trainer, params, num_samples: int) -> dict[str, Any]:
     }
 
 
-def _sample_and_score(config, trainer, params, tokenizer, get_scorer, budget, steps, log):
+def _sample_and_score(config, mesh, params, tokenizer, get_scorer, budget, steps, log):
     ev = config.eval
     plan = generate.sample_plan(config, budget, steps)
     start = time.perf_counter()
-    drawn = generate.draw_samples(config, trainer, params, plan, ev.num_samples, config.sample.seed)
+    drawn = generate.draw_samples(
+        config, params, plan, ev.num_samples, config.sample.seed, mesh=mesh
+    )
     sampling_s = time.perf_counter() - start
-    texts = [tokenizer.decode([int(t) for t in row]) for row in drawn.tokens_BxL]
+    texts = tasks.get_task(config).decode(tokenizer, drawn.tokens_BxL)
     entropy_B = scorer_lib.unigram_entropy(drawn.tokens_BxL, [config.model.mask_id])
     entry = {
         "budget": plan.budget,
@@ -179,7 +183,8 @@ def evaluate_checkpoint(
     """Runs (or resumes) the evaluation of the latest checkpoint; returns (report, path)."""
     from cofre_jax import train
 
-    trainer, params, step = train.restore_params(config, workdir)
+    mesh = sharding.make_mesh(config.mesh)
+    params, step = checkpoint.restore_model_params(config, workdir, mesh=mesh)
     path = os.path.join(workdir, f"{config.eval.report}_step{step}.json")
     settings = _jsonable(_settings(config, step))
     report: dict[str, Any] = {"step": step, "settings": settings, "budgets": {}, "parts": []}
@@ -193,7 +198,7 @@ def evaluate_checkpoint(
                 report[name] = previous[name]
 
     def save():
-        train.write_json(path, report)
+        write_json(path, report)
 
     # The NELBO depends on the held-out batches; the costs on the batch shapes.
     likelihood_key = _jsonable(
@@ -206,7 +211,7 @@ def evaluate_checkpoint(
     )
     if report.get("likelihood", {}).get("key") != likelihood_key:
         log(f"validation NELBO on {config.train.eval_batches} batches")
-        metrics = trainer.evaluate(params, make_eval_batches())
+        metrics = train.evaluate(tasks.get_task(config), mesh, params, make_eval_batches())
         report["likelihood"] = {
             "split": "validation",
             "batches": config.train.eval_batches,
@@ -223,7 +228,7 @@ def evaluate_checkpoint(
     )
     if report.get("costs", {}).get("key") != costs_key:
         report["costs"] = {
-            **compiled_costs(trainer, params, config.eval.num_samples),
+            **compiled_costs(config, mesh, params, config.eval.num_samples),
             "key": costs_key,
         }
         save()
@@ -256,7 +261,7 @@ def evaluate_checkpoint(
         if part is None:
             log(f"[{done + 1}/{len(ev.budgets)}] sampling {ev.num_samples} at budget {budget}")
             entry = _sample_and_score(
-                config, trainer, params, tokenizer, get_scorer, budget, steps, log
+                config, mesh, params, tokenizer, get_scorer, budget, steps, log
             )
             part = {"key": key, "entry": entry}
             report["parts"].append(part)

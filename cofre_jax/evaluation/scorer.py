@@ -115,18 +115,25 @@ def scorer_kind(spec: str) -> str:
 
 def load_scorer(spec: str, data_cfg) -> Scorer:
     """The scorer `eval.scorer` names (see the module docstring)."""
-    kind = scorer_kind(spec)
-    if kind == "smollm2":
-        from cofre_jax.data import assets
+    loader = _LOADERS.get(scorer_kind(spec))
+    if loader is None:
+        raise ScorerLoadError(f"eval.scorer={spec!r} loads no scorer LM")
+    return loader(spec, data_cfg)
 
-        return load_gguf_scorer(
-            os.fspath(assets.fetch_asset(assets.SMOLLM2_GGUF, assets.cache_dir(data_cfg)))
-        )
-    if kind == "gguf":
-        return load_gguf_scorer(os.path.expanduser(spec))
-    if kind == "folder":
-        return load_folder_scorer(os.path.expanduser(spec), data_cfg)
-    raise ScorerLoadError(f"eval.scorer={spec!r} loads no scorer LM")
+
+def _embedded_smollm2(spec: str, data_cfg) -> Scorer:
+    from cofre_jax.data import assets
+
+    path = assets.fetch_asset(assets.SMOLLM2_GGUF, assets.cache_dir(data_cfg))
+    return load_gguf_scorer(os.fspath(path))
+
+
+# The scorer LMs by scorer_kind ('none' and 'oracle' load none).
+_LOADERS = {
+    "smollm2": _embedded_smollm2,
+    "gguf": lambda spec, data_cfg: load_gguf_scorer(os.path.expanduser(spec)),
+    "folder": lambda spec, data_cfg: load_folder_scorer(os.path.expanduser(spec), data_cfg),
+}
 
 
 @functools.partial(jax.jit, static_argnums=(0,))

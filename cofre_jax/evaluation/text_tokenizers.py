@@ -48,11 +48,11 @@ def tokenizer_from_gguf(reader, path: str) -> HFTokenizer:
 
     from cofre_jax.evaluation.llama import gguf_field
 
-    kind = gguf_field(reader, "tokenizer.ggml.model")
+    model_name = gguf_field(reader, "tokenizer.ggml.model")
     pre = gguf_field(reader, "tokenizer.ggml.pre", "default")
-    if kind != "gpt2" or pre not in GGUF_PRE_TOKENIZERS:
+    if model_name != "gpt2" or pre not in GGUF_PRE_TOKENIZERS:
         raise ScorerLoadError(
-            f"{path}: tokenizer {kind!r} with pre-tokenizer {pre!r} is not supported "
+            f"{path}: tokenizer {model_name!r} with pre-tokenizer {pre!r} is not supported "
             f"(byte-level BPE 'gpt2' with {GGUF_PRE_TOKENIZERS}); give a Hugging Face "
             "folder with tokenizer.json instead"
         )
@@ -68,7 +68,7 @@ def tokenizer_from_gguf(reader, path: str) -> HFTokenizer:
     else:
         tok.pre_tokenizer = byte_level
     tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens([t for t, kind in zip(tokens, types) if kind == _CONTROL])
+    tok.add_special_tokens([t for t, token_type in zip(tokens, types) if token_type == _CONTROL])
     return HFTokenizer(tok)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from cofre_jax.fixed_point.solvers import BlockFn, PyTree, check_block_shapes, flat_state
+from cofre_jax.fixed_point.state import BlockFn, PyTree, check_block_shapes, flat_state
 
 
 def _linearized(f: BlockFn, params: PyTree, h: PyTree, x: PyTree):

@@ -23,17 +23,16 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from cofre_jax.fixed_point.solvers import (
+from cofre_jax.fixed_point.residuals import residual_norm
+from cofre_jax.fixed_point.solvers import SolverStats, solve
+from cofre_jax.fixed_point.specs import GRADIENT_METHODS, GradientSpec, SolverSpec
+from cofre_jax.fixed_point.state import (
     BlockFn,
     PyTree,
-    SolverStats,
     batch_max_iter,
     check_block_shapes,
     flat_state,
-    residual_norm,
-    solve,
 )
-from cofre_jax.fixed_point.specs import GRADIENT_METHODS, GradientSpec, SolverSpec
 
 _sg = jax.lax.stop_gradient
 

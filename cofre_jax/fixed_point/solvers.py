@@ -14,34 +14,30 @@ The returned state is f(h) for the selected iterate h (the last one when the
 tolerance is off or the example converged, otherwise per `on_nonconvergence`), so it
 is always a block output, and `residual_B` is exactly ||f(h) - h|| for that h.
 
-Residuals cannot report a runaway as converged. Norms are taken after a max-abs
-rescale, so ||f(h)|| does not overflow before the difference does (finite / inf = 0
-was "converged"); a non-finite iterate or norm is an infinite residual; and an
-iterate that ran away is an infinite residual too (`runaway`): it grew by more than
-`RUNAWAY_GROWTH` over the example's first iterate while either its step stayed at
-least half the first step (no contraction: Anderson extrapolating along a map with
-no fixed point, where ||f(h) - h|| / ||f(h)|| shrinks only because ||f(h)|| grows)
-or the float resolution of |h| in h's dtype reached half the first step (f(h) - h
-may then round to 0 without h being a fixed point). A runaway iterate never meets
-the tolerance, is never the "best" one, and counts as not converged with the
-tolerance off.
+The residual and runaway rules are cofre_jax/fixed_point/residuals.py; the flat state
+and the checks of f's shapes are cofre_jax/fixed_point/state.py.
 
 Letters: B batch, N flattened per-example state size, M history window.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cofre_jax.fixed_point.residuals import _residual, _step_norms, runaway
 from cofre_jax.fixed_point.specs import SolverSpec
-
-PyTree = Any
-BlockFn = Callable[[PyTree, PyTree, PyTree], PyTree]
+from cofre_jax.fixed_point.state import (
+    BlockFn,
+    PyTree,
+    batch_max_iter,
+    check_block_shapes,
+    flat_state,
+    select,
+)
 
 
 class SolverStats(NamedTuple):
@@ -51,156 +47,8 @@ class SolverStats(NamedTuple):
     evals: jax.Array  # int32 scalar: batched calls of f, i.e. block evaluations spent
 
 
-# "Orders of magnitude": growth of ||f(h)|| over max(||h0||, ||f(h0)||) that, with a
-# step that did not contract, marks a runaway. A contraction with Lipschitz constant L
-# grows by at most about 2 / (1 - L), so only maps with L > 0.98 get near it, and they
-# still converge once their step has halved.
-RUNAWAY_GROWTH = 100.0
-
-
 class NonConvergenceError(RuntimeError):
     """Raised by the 'raise' policy when an example misses the tolerance."""
-
-
-# ----------------------------------------------------------------------------- state
-
-
-class FlatState(NamedTuple):
-    """How to go between the pytree h and the flat per-example state z_BxN."""
-
-    treedef: Any
-    shapes: tuple[tuple[int, ...], ...]
-    dtypes: tuple[Any, ...]
-    batch: int
-    acc_dtype: Any
-
-    def flatten(self, h: PyTree) -> jax.Array:
-        leaves = jax.tree.leaves(h)
-        return jnp.concatenate(
-            [leaf.reshape(self.batch, -1).astype(self.acc_dtype) for leaf in leaves], axis=1
-        )
-
-    def unflatten(self, z_BxN: jax.Array) -> PyTree:
-        sizes = [int(np.prod(s[1:])) for s in self.shapes]
-        parts = jnp.split(z_BxN, np.cumsum(sizes)[:-1], axis=1)
-        leaves = [p.reshape(s).astype(d) for p, s, d in zip(parts, self.shapes, self.dtypes)]
-        return jax.tree.unflatten(self.treedef, leaves)
-
-
-def flat_state(h: PyTree) -> FlatState:
-    """Checks that every leaf of h is floating with one shared leading batch axis."""
-    leaves, treedef = jax.tree.flatten(h)
-    if not leaves:
-        raise ValueError("fixed-point state h0 has no array leaves")
-    for leaf in leaves:
-        if jnp.ndim(leaf) < 1:
-            raise ValueError(
-                "every leaf of h0 needs a leading batch axis; got a leaf of shape "
-                f"{jnp.shape(leaf)}"
-            )
-        if not jnp.issubdtype(leaf.dtype, jnp.floating):
-            raise ValueError(f"fixed-point state leaves must be floating; got {leaf.dtype}")
-    batches = {leaf.shape[0] for leaf in leaves}
-    if len(batches) != 1:
-        raise ValueError(f"leaves of h0 disagree on the batch (leading) axis: sizes {batches}")
-    acc_dtype = jnp.result_type(jnp.float32, *[leaf.dtype for leaf in leaves])
-    return FlatState(
-        treedef=treedef,
-        shapes=tuple(tuple(leaf.shape) for leaf in leaves),
-        dtypes=tuple(leaf.dtype for leaf in leaves),
-        batch=batches.pop(),
-        acc_dtype=acc_dtype,
-    )
-
-
-def check_block_shapes(f: BlockFn, params: PyTree, h0: PyTree, x: PyTree) -> None:
-    """Fails at trace time if f(params, h0, x) does not have h0's structure and shapes."""
-    out = jax.eval_shape(f, params, h0, x)
-    in_struct = jax.tree.structure(h0)
-    out_struct = jax.tree.structure(out)
-    if in_struct != out_struct:
-        raise ValueError(
-            f"f(params, h, x) must return h's pytree structure: h0 is {in_struct}, "
-            f"f returned {out_struct}"
-        )
-    for a, b in zip(jax.tree.leaves(h0), jax.tree.leaves(out)):
-        if tuple(a.shape) != tuple(b.shape):
-            raise ValueError(
-                f"f(params, h, x) changed a leaf's shape: h0 leaf {tuple(a.shape)}, "
-                f"f output {tuple(b.shape)}"
-            )
-
-
-def _select(mask_B: jax.Array, new: PyTree, old: PyTree) -> PyTree:
-    def pick(n, o):
-        return jnp.where(mask_B.reshape((-1,) + (1,) * (n.ndim - 1)), n, o)
-
-    return jax.tree.map(pick, new, old)
-
-
-def row_norm(v_BxN: jax.Array) -> jax.Array:
-    """Per-example 2-norm after a max-abs rescale: inf only if the norm itself overflows
-    (or v is non-finite), never because a square did."""
-    scale_B = jnp.max(jnp.abs(v_BxN), axis=1)
-    ok_B = jnp.isfinite(scale_B)
-    safe_B = jnp.where(ok_B & (scale_B > 0), scale_B, 1.0)
-    norm_B = safe_B * jnp.sqrt(jnp.sum(jnp.square(v_BxN / safe_B[:, None]), axis=1))
-    return jnp.where(ok_B, norm_B, jnp.inf)
-
-
-def _step_norms(fz_BxN: jax.Array, z_BxN: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(||f(z) - z||, ||f(z)||, ||z||), each inf where non-finite."""
-    return row_norm(fz_BxN - z_BxN), row_norm(fz_BxN), row_norm(z_BxN)
-
-
-def _residual(diff_B: jax.Array, fz_norm_B: jax.Array, tol_kind: str) -> jax.Array:
-    if tol_kind == "relative":
-        res_B = diff_B / (fz_norm_B + 1e-12)
-    elif tol_kind == "absolute":
-        res_B = diff_B
-    else:
-        raise ValueError(f"tol_kind {tol_kind!r} is not one of ('relative', 'absolute')")
-    res_B = res_B.astype(jnp.float32)
-    ok_B = jnp.isfinite(res_B) & jnp.isfinite(diff_B) & jnp.isfinite(fz_norm_B)
-    return jnp.where(ok_B, res_B, jnp.inf)
-
-
-def residual_norm(fz_BxN: jax.Array, z_BxN: jax.Array, tol_kind: str) -> jax.Array:
-    """Per-example ||f(z) - z|| (relative: divided by ||f(z)||), float32; inf if z, f(z)
-    or either norm is non-finite."""
-    diff_B, fz_norm_B, _ = _step_norms(fz_BxN, z_BxN)
-    return _residual(diff_B, fz_norm_B, tol_kind)
-
-
-def runaway(
-    diff_B: jax.Array,
-    fz_norm_B: jax.Array,
-    scale0_B: jax.Array,
-    step0_B: jax.Array,
-    eps: float,
-) -> jax.Array:
-    """True where an iterate ran away (module docstring): ||f(h)|| grew by more than
-    RUNAWAY_GROWTH over scale0 = max(||h0||, ||f(h0)||) while its step ||f(h) - h|| stayed
-    above half the first step step0, or h's float resolution (eps ||f(h)||) reached it."""
-    grown_B = fz_norm_B > RUNAWAY_GROWTH * scale0_B
-    no_contraction_B = diff_B > 0.5 * step0_B
-    unresolved_B = eps * fz_norm_B >= 0.5 * step0_B
-    return grown_B & (no_contraction_B | unresolved_B)
-
-
-def batch_max_iter(max_iter, batch: int) -> jax.Array:
-    """Static or traced iteration cap (scalar or per example) as an int32 (B,) array."""
-    if isinstance(max_iter, int | np.integer):
-        if max_iter < 1:
-            raise ValueError(f"max_iter = {max_iter} is invalid: allowed >= 1")
-        return jnp.full((batch,), max_iter, jnp.int32)
-    max_iter = jnp.asarray(max_iter)
-    if not jnp.issubdtype(max_iter.dtype, jnp.integer) or max_iter.ndim > 1:
-        raise ValueError(
-            f"max_iter must be an int or an integer array of shape () or (B,); got "
-            f"{max_iter.dtype} of shape {max_iter.shape}"
-        )
-    return jnp.broadcast_to(max_iter.astype(jnp.int32), (batch,))
 
 
 # ----------------------------------------------------------------------------- methods
@@ -335,8 +183,8 @@ def solve(
         z_next_BxN, method_next = step(c["method"], c["z"], fz_BxN, c["iters"])
         iters_B = c["iters"] + active_B.astype(jnp.int32)
         return dict(
-            z=_select(active_B, z_next_BxN, c["z"]),
-            out=_select(take_B, fz_BxN, c["out"]),
+            z=select(active_B, z_next_BxN, c["z"]),
+            out=select(take_B, fz_BxN, c["out"]),
             res=jnp.where(take_B, res_B, c["res"]),
             scale0=scale0_B,
             step0=step0_B,
@@ -344,7 +192,7 @@ def solve(
             converged=c["converged"] | (active_B & hit_B),
             active=active_B & ~hit_B & (iters_B < cap_B),
             evals=c["evals"] + 1,
-            method=_select(active_B, method_next, c["method"]),
+            method=select(active_B, method_next, c["method"]),
         )
 
     if tol_on:
@@ -403,14 +251,14 @@ def _fixed_count_loop(f, params, x, state, step, carry, cap_B, eps, tol_kind, un
                 method=method_next,
             )
         return dict(
-            z=_select(active_B, z_next_BxN, c["z"]),
-            last_in=_select(active_B, c["z"], c["last_in"]),
-            out=_select(active_B, fz_BxN, c["out"]),
-            first_out=_select(active_B & (c["iters"] == 0), fz_BxN, c["first_out"]),
+            z=select(active_B, z_next_BxN, c["z"]),
+            last_in=select(active_B, c["z"], c["last_in"]),
+            out=select(active_B, fz_BxN, c["out"]),
+            first_out=select(active_B & (c["iters"] == 0), fz_BxN, c["first_out"]),
             iters=iters_B,
             active=active_B & (iters_B < cap_B),
             evals=c["evals"] + 1,
-            method=_select(active_B, method_next, c["method"]),
+            method=select(active_B, method_next, c["method"]),
         )
 
     # Without a tolerance an example is active until its cap: any(active) <=> evals < max cap.

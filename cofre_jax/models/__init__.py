@@ -1,59 +1,46 @@
 """Denoiser networks and parameter accounting.
 
-`build_model(config.model)` is the one place that maps `model.kind` to a module.
+`MODELS` is the one place that maps `model.kind` to a module.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
-from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 
 from cofre_jax.config.choices import MODEL_KINDS
 from cofre_jax.config.typed import FixedPointConfig, ModelConfig
-from cofre_jax.fixed_point import SolverStats
 from cofre_jax.models.dit import DiT
 from cofre_jax.models.fp_mdlm import FPMDLM
+from cofre_jax.models.outputs import DenoiserOutput
+
+# One entry per cofre_jax.config.choices.MODEL_KINDS (tests/test_registries.py). Every
+# model is called as model(tokens_BxL, sigma_B, condition, *, train, ...) and returns a
+# DenoiserOutput; its class says whether it solves a fixed point and what a call costs.
+MODELS: dict[str, type[nn.Module]] = {"mdlm": DiT, "fp_mdlm": FPMDLM}
+
+
+def model_class(config: ModelConfig) -> type[nn.Module]:
+    if config.kind not in MODELS:
+        raise ValueError(f"unknown model.kind {config.kind!r}; valid kinds: {MODEL_KINDS}")
+    return MODELS[config.kind]
 
 
 def build_model(config: ModelConfig, fixed_point: FixedPointConfig | None = None) -> nn.Module:
-    if config.kind == "mdlm":
-        return DiT(config)
-    if config.kind == "fp_mdlm":
-        if fixed_point is None:
-            raise ValueError("model.kind 'fp_mdlm' needs the fixed_point config section")
-        return FPMDLM(config, fixed_point)
-    raise ValueError(f"unknown model.kind {config.kind!r}; valid kinds: {MODEL_KINDS}")
+    cls = model_class(config)
+    if not cls.is_fixed_point:
+        return cls(config)
+    if fixed_point is None:
+        raise ValueError(f"model.kind {config.kind!r} needs the fixed_point config section")
+    return cls(config, fixed_point)
 
 
-class DenoiserOutput(NamedTuple):
-    """What the training objectives need from one denoiser call."""
-
-    logits_BxLxV: jax.Array
-    hidden_BxLxD: jax.Array  # final pre-logit hidden states (after the post stack)
-    stats: SolverStats | None  # fixed-point solver stats (None for the MDLM stack)
-
-
-def make_forward(model: nn.Module) -> Callable[..., DenoiserOutput]:
-    """forward(params, z_BxL, sigma_B, *, train, rngs=None) -> DenoiserOutput."""
-
-    def forward(params: Any, z_BxL, sigma_B, *, train: bool, rngs=None) -> DenoiserOutput:
-        variables = {"params": params}
-        if isinstance(model, FPMDLM):
-            logits, aux = model.apply(
-                variables, z_BxL, sigma_B, train=train, rngs=rngs, return_aux=True
-            )
-            return DenoiserOutput(logits, aux["hidden"], aux["stats"])
-        logits, hidden = model.apply(
-            variables, z_BxL, sigma_B, train=train, rngs=rngs, return_hidden=True
-        )
-        return DenoiserOutput(logits, hidden, None)
-
-    return forward
+def block_cost(config: ModelConfig) -> tuple[int, int]:
+    """(base, per_iteration): one call costs base + N * per_iteration block passes."""
+    return model_class(config).block_cost(config)
 
 
 def _leaf_size(leaf) -> int:
@@ -82,12 +69,14 @@ def param_groups(params) -> dict[str, int]:
 
 
 __all__ = [
-    "DiT",
     "FPMDLM",
+    "MODELS",
     "MODEL_KINDS",
     "DenoiserOutput",
+    "DiT",
+    "block_cost",
     "build_model",
     "count_params",
-    "make_forward",
+    "model_class",
     "param_groups",
 ]
