@@ -13,6 +13,7 @@ from cofre_jax import diffusion
 from cofre_jax.config.typed import from_config_dict
 from cofre_jax.models import build_model, fp_mdlm, param_groups
 from cofre_jax.models.layers import DiTBlock, dense
+from cofre_jax.sampling import StepCost
 from configs import quickstart_mdlm as quickstart
 
 
@@ -45,7 +46,7 @@ def test_components_and_block_pass_accounting():
     assert set(params["fp_cell"]) == {"fc1", "fc2", "blocks_0"}
     assert params["fp_cell"]["fc1"]["kernel"].shape == (64, 64)  # 2D -> 2D
     assert params["fp_cell"]["fc2"]["kernel"].shape == (64, 32)  # 2D -> D
-    assert config.model.block_passes(10) == 12  # 1 + 10 * 1 + 1: budget 96 = 8 steps
+    assert StepCost.for_model(config.model)(10) == 12  # 1 + 10 * 1 + 1: budget 96 = 8 steps
     assert config.fixed_point.mean_train_iterations() == 6.5  # E[U{0..4}] + E[U{3..6}]
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from cofre_jax import generate, sharding
+from cofre_jax import sampling, sharding
 from cofre_jax.config.typed import Config
 from cofre_jax.data import synthetic
 from cofre_jax.evaluation import oracle
@@ -129,9 +129,9 @@ def compiled_costs(trainer, params, num_samples: int) -> dict[str, Any]:
 
 def _sample_and_score(config, trainer, params, tokenizer, get_scorer, budget, steps, log):
     ev = config.eval
-    plan = generate.sample_plan(config, budget, steps)
+    plan = sampling.sample_plan(config, budget, steps)
     start = time.perf_counter()
-    drawn = generate.draw_samples(config, trainer, params, plan, ev.num_samples, config.sample.seed)
+    drawn = sampling.draw_samples(config, trainer, params, plan, ev.num_samples, config.sample.seed)
     sampling_s = time.perf_counter() - start
     texts = [tokenizer.decode([int(t) for t in row]) for row in drawn.tokens_BxL]
     entropy_B = scorer_lib.unigram_entropy(drawn.tokens_BxL, [config.model.mask_id])

@@ -3,7 +3,9 @@
 Cost unit. One denoiser call costs `base + N * per_iteration` transformer-block forward
 passes: for FP-MDLM base = K_pre + K_post and per_iteration = K_fp with N fixed-point
 iterations; for MDLM base = num_layers and per_iteration = 0 (N means nothing).
-Embeddings, the injection G and the output head are not counted.
+Embeddings, the injection G and the output head are not counted. `StepCost` is the one
+place this formula is written: the samplers, --mode=describe, the benchmarks and the
+notebooks all price a call through it.
 
 Plan. A budget B and T denoising steps give per-step iteration counts N_0..N_{T-1}
 (step 0 is the noisiest, t = 1) with
@@ -61,8 +63,14 @@ class StepCost:
             )
 
     def __call__(self, iterations):
-        """Block passes of a call with `iterations` fixed-point iterations (int or array)."""
+        """Block passes of a call with `iterations` fixed-point iterations (int, float
+        mean or array)."""
         return self.base + iterations * self.per_iteration
+
+    def total(self, calls, iterations=0):
+        """Block passes of `calls` denoiser calls that ran `iterations` fixed-point
+        iterations in all: calls * base + iterations * per_iteration (ints or arrays)."""
+        return calls * self.base + iterations * self.per_iteration
 
     @classmethod
     def for_model(cls, model_config) -> StepCost:
@@ -70,6 +78,14 @@ class StepCost:
         if model_config.kind == "mdlm":
             return cls(base=model_config.num_layers, per_iteration=0)
         return cls(base=model_config.k_pre + model_config.k_post, per_iteration=model_config.k_fp)
+
+
+def cost_formula(model_config) -> str:
+    """The per-call cost of a `ModelConfig` as text: "12" (MDLM), "1 + 1*N + 1" (FP-MDLM
+    k_pre + k_fp*N + k_post, N fixed-point iterations)."""
+    if model_config.kind == "mdlm":
+        return str(StepCost.for_model(model_config).base)
+    return f"{model_config.k_pre} + {model_config.k_fp}*N + {model_config.k_post}"
 
 
 @dataclasses.dataclass(frozen=True)
