@@ -78,8 +78,11 @@ class Samples:
     details: dict[str, Any]  # sampler-specific counts, JSON-ready
 
 
-def draw_samples(config: Config, trainer, params, plan, num_samples: int, seed: int) -> Samples:
-    """`num_samples` sequences by the model's budgeted sampler (MDLM ancestral or FP)."""
+def draw_samples(
+    config: Config, trainer, params, plan, num_samples: int, seed: int, cond: Any = None
+) -> Samples:
+    """`num_samples` sequences by the model's budgeted sampler (MDLM ancestral or FP);
+    cond is the samplers' condition (None: unconditional, as for text)."""
     sc, m = config.sample, config.model
     z_BxL = np.full((num_samples, config.data.seq_len), m.mask_id, np.int32)
     if sc.frame:
@@ -97,6 +100,7 @@ def draw_samples(config: Config, trainer, params, plan, num_samples: int, seed: 
         top_p=sc.top_p,
         final_eps=sc.final_eps,
         z_init_BxL=z_BxL,
+        cond=cond,
     )
     key = jax.random.PRNGKey(seed)
     if m.kind == "mdlm":
