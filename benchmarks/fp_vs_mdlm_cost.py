@@ -46,6 +46,7 @@ from cofre_jax.evaluation.costs import compiled_stats
 from cofre_jax.models import count_params
 from cofre_jax.models.fixed_point_stack import make_block_fn
 from cofre_jax.models.layers import DiTBlock, FinalLayer, rotary_tables
+from cofre_jax.sampling import StepCost
 from configs import owt, owt_mdlm
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
@@ -532,6 +533,9 @@ def main() -> None:
     per_batch = [compile_costs(args.seq_len, int(b), log) for b in args.batches.split(",")]
     first = per_batch[0]
     mdlm_cfg = from_config_dict(_config_dict("mdlm", args.seq_len, 1, "bfloat16"))
+    fp_cfg = from_config_dict(_config_dict("fp", args.seq_len, 1, "bfloat16"))
+    # Block passes per training forward: MDLM 12; FP 1 + N + 1 at the mean N.
+    mdlm_cost, fp_cost = StepCost.for_model(mdlm_cfg.model), StepCost.for_model(fp_cfg.model)
     report: dict[str, Any] = {
         "command": "python benchmarks/fp_vs_mdlm_cost.py"
         + (" --quick" if args.quick else "")
@@ -552,10 +556,10 @@ def main() -> None:
             "ratio": first["fp_params"] / first["mdlm_params"],
         },
         "block_passes": {
-            "mdlm_forward": 12,
-            "mdlm_differentiated": 12,
-            "fp_forward": 1 + MEAN_NOGRAD + MEAN_GRAD + 1,
-            "fp_differentiated": 1 + MEAN_GRAD + 1,
+            "mdlm_forward": mdlm_cost(0),
+            "mdlm_differentiated": mdlm_cost(0),
+            "fp_forward": fp_cost(MEAN_NOGRAD + MEAN_GRAD),
+            "fp_differentiated": fp_cost(MEAN_GRAD),
         },
         "analytic_flops_per_row": analytic_flops_per_row(
             args.seq_len, mdlm_cfg.model.hidden_size, mdlm_cfg.model.vocab_size

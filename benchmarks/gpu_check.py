@@ -26,7 +26,7 @@ import time
 import jax
 import numpy as np
 
-from cofre_jax import generate, sharding, train
+from cofre_jax import sampling, sharding, train
 from cofre_jax.config.typed import from_config_dict
 from configs import owt, owt_mdlm
 
@@ -99,14 +99,14 @@ def run_sample(args) -> dict:
     params = trainer.init_state().params
     rows = []
     for total in (int(b) for b in args.budgets.split(",")):
-        plan = generate.sample_plan(config, total=total)
+        plan = sampling.sample_plan(config, total=total)
         start = time.perf_counter()
         # draw_samples compiles once per settings and shapes (cached denoisers), so the
         # second call is the sampler's own time.
-        generate.draw_samples(config, params, plan, args.num_samples, 0, trainer.mesh)
+        sampling.draw_samples(config, params, plan, args.num_samples, 0, trainer.mesh)
         first_s = time.perf_counter() - start  # includes compilation
         start = time.perf_counter()
-        generate.draw_samples(config, params, plan, args.num_samples, 1, trainer.mesh)
+        sampling.draw_samples(config, params, plan, args.num_samples, 1, trainer.mesh)
         wall_s = time.perf_counter() - start
         rows.append(
             {

@@ -40,12 +40,13 @@ import jax
 from fp_vs_mdlm_cost import compile_step
 from quickstart_compare import ROOT, run_cli, step_times
 
-from cofre_jax import checkpoint, generate, sharding, tasks, train
+from cofre_jax import checkpoint, sampling, sharding, tasks, train
 from cofre_jax.config.typed import from_config_dict
 from cofre_jax.data import pipeline, synthetic
 from cofre_jax.data.tokenizers import make_tokenizer
 from cofre_jax.evaluation import oracle
 from cofre_jax.models import count_params
+from cofre_jax.sampling import StepCost
 from configs import synthetic as synthetic_fp
 from configs import synthetic_cofre, synthetic_mdlm, synthetic_mdlm_cons
 
@@ -147,6 +148,8 @@ ABLATION_METHODS = {
     "MDLM + L_CONS, lambda 0.03": ("mdlm_cons_lam003", None, {}, "MDLM + L_CONS"),
 }
 ABLATION_ITERATIONS = (6, 2)
+# Block passes of one FP denoiser call: every FP run is configs/synthetic.py's 1/1/1.
+FP_COST = StepCost.for_model(from_config_dict(synthetic_fp.get_config()).model)
 ALL_RUNS = {**RUNS, **ABLATION_RUNS}
 ALL_METHODS = {**METHODS, **{m: spec[:3] for m, spec in ABLATION_METHODS.items()}}
 
@@ -210,10 +213,11 @@ def phase_train(runs: str, names: tuple[str, ...]) -> None:
 
 def _cells(method: str, config) -> list[tuple[int, int]]:
     """(budget, steps) cells of a method: MDLM's T is fixed by its depth; FP sweeps N."""
+    cost = StepCost.for_model(config.model)
     if config.model.kind == "mdlm":
-        return [(b, b // config.model.num_layers) for b in BUDGETS]
+        return [(b, b // cost(0)) for b in BUDGETS]
     iterations = ABLATION_ITERATIONS if method in ABLATION_METHODS else ITERATIONS
-    return [(b, b // (2 + n)) for b in BUDGETS for n in iterations]
+    return [(b, b // cost(n)) for b in BUDGETS for n in iterations]
 
 
 def _method_config(config, method: str):
@@ -255,9 +259,9 @@ def phase_eval(runs: str, num_samples: int, seed: int, names: tuple[str, ...]) -
             train.write_json(path, results)
         for done, (method, budget, steps) in enumerate(todo):
             cfg = _method_config(config, method)
-            plan = generate.sample_plan(cfg, budget, steps)
+            plan = sampling.sample_plan(cfg, budget, steps)
             start = time.perf_counter()
-            drawn = generate.draw_samples(cfg, params, plan, num_samples, seed, mesh)
+            drawn = sampling.draw_samples(cfg, params, plan, num_samples, seed, mesh)
             seconds = time.perf_counter() - start
             scores = oracle.score_samples(cfg.data, drawn.tokens_BxL)
             scores.pop("oracle_nll_per_sample")
@@ -312,7 +316,7 @@ def ablation_lines(results: dict) -> list[str]:
         return []
 
     def best(method: str, budget: int) -> dict | None:
-        steps = {budget // (2 + n) for n in ABLATION_ITERATIONS}
+        steps = {budget // FP_COST(n) for n in ABLATION_ITERATIONS}
         cells = [
             c
             for c in results["cells"].values()

@@ -8,7 +8,7 @@ random init adaLN gates and the head are zero (every block is the identity and t
 logits uniform), so the weights are perturbed by N(0, --init_noise^2) to make the
 blocks generic; that changes nothing in the cost, only what the residuals mean.
 
-For every budget B (T and the per-step iterations from `cofre_jax.budget`, default
+For every budget B (T and the per-step iterations from `cofre_jax.sampling.budget`, default
 schedule "decreasing"), in one process, each sampler call paired with a bare-loop call
 just before it (bare A bare B bare C bare D, repeated), medians:
     cold, reuse, 3sr         the jitted sampler with each warm start, tolerance off
@@ -43,12 +43,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from cofre_jax import budget, checkpoint, diffusion, fp_sampling
+from cofre_jax import checkpoint, diffusion
 from cofre_jax.config.typed import from_config_dict
 from cofre_jax.models import build_model, count_params
 from cofre_jax.models.dit import conditioning
 from cofre_jax.models.fixed_point_stack import FPCell, injection_term
 from cofre_jax.models.layers import DiTBlock, TimestepEmbedder, rotary_tables
+from cofre_jax.sampling import budget, fixed_point, make_fp_denoise_fn
 from configs import base
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -140,8 +141,8 @@ def run_budget(args, config, params, budget_b: int) -> dict:
         default_iterations=config.fixed_point.eval_iterations,
     )  # fmt: skip
     model = build_model(m, config.fixed_point)
-    exact = fp_sampling.make_fp_denoise_fn(model, schedule.total_noise, tol=0.0)
-    adaptive = fp_sampling.make_fp_denoise_fn(model, schedule.total_noise, tol=args.tol)
+    exact = make_fp_denoise_fn(model, schedule.total_noise, tol=0.0)
+    adaptive = make_fp_denoise_fn(model, schedule.total_noise, tol=args.tol)
     batch, length = args.batch, config.data.seq_len
     iterations_T = jnp.asarray(plan.iterations_T, jnp.int32)
     z_BxL = jnp.full((batch, length), m.mask_id, jnp.int32)
@@ -149,7 +150,7 @@ def run_budget(args, config, params, budget_b: int) -> dict:
 
     def sampler(denoise_fn, warm_start):
         fn = functools.partial(
-            fp_sampling.fp_sample_jit, denoise_fn, cost=cost, hidden_size=m.hidden_size,
+            fixed_point.fp_sample_jit, denoise_fn, cost=cost, hidden_size=m.hidden_size,
             mask_id=m.mask_id, mask_prob_fn=schedule.mask_prob, warm_start=warm_start,
         )  # fmt: skip
         return lambda: fn(params, key, iterations_T, z_BxL)

@@ -8,10 +8,10 @@ of a checkout you must not touch); otherwise random init with the weights pertur
 N(0, --init_noise^2), since at init adaLN gates and the head are zero. Timing does not
 depend on the weights at a fixed budget; adaptive stopping does.
 
-Every call goes through the library entry point, `generate.draw_samples`, with the
+Every call goes through the library entry point, `sampling.draw_samples`, with the
 configs' sampler settings (MDLM: ancestral, logits cache on, as configured; CoFRe: 3SR,
 the decreasing schedule), Categorical noise at float64 resolution (the only mode:
-cofre_jax/sampling.py). For every budget in 96/192/384/768, each method is called once
+cofre_jax/sampling/noise.py). For every budget in 96/192/384/768, each method is called once
 to compile and warm up, then the methods are interleaved for --rounds rounds
 (mdlm, cofre, cofre+adaptive, mdlm, ...); reported are medians, the ratio of medians and
 the median of the within-round ratios, and the deterministic counts (block passes,
@@ -36,7 +36,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from cofre_jax import checkpoint, generate, tasks
+from cofre_jax import checkpoint, sampling, tasks
 from cofre_jax.config.typed import from_config_dict
 from cofre_jax.models import count_params
 from configs import synthetic_cofre, synthetic_mdlm
@@ -68,7 +68,7 @@ def load(cfg, workdir: str, init_noise: float, quick: bool):
     return config, perturb(params), f"random init, weights + N(0, {init_noise}^2)"
 
 
-def timed(fn) -> tuple[float, float, generate.Samples]:
+def timed(fn) -> tuple[float, float, sampling.Samples]:
     """(wall s, process CPU s, samples). CPU time (all threads) is the work done; on a
     contended machine wall time adds every wait for a core."""
     start, cpu = time.perf_counter(), time.process_time()
@@ -79,11 +79,11 @@ def timed(fn) -> tuple[float, float, generate.Samples]:
 def run_budget(args, models: dict, total: int) -> dict:
     fns, plans = {}, {}
     for name, (config, params) in models.items():
-        plan = generate.sample_plan(config, total=total)
+        plan = sampling.sample_plan(config, total=total)
         plans[name] = plan
 
         def fn(config=config, params=params, plan=plan):
-            return generate.draw_samples(config, params, plan, args.batch, args.seed)
+            return sampling.draw_samples(config, params, plan, args.batch, args.seed)
 
         fns[name] = fn
     first = {name: timed(fn) for name, fn in fns.items()}  # compile + warm-up
@@ -139,7 +139,7 @@ def markdown(result: dict) -> str:
         f"resolution. MDLM-12 ({meta['params']['mdlm']} parameters, {meta['weights']['mdlm']}) "
         f"against FP-MDLM 1/1/1 fpdm ({meta['params']['cofre']} parameters, "
         f"{meta['weights']['cofre']}); width {meta['hidden']}, seq len {meta['seq_len']}, "
-        f"batch {meta['batch']}. Every call is `generate.draw_samples` with the configs' "
+        f"batch {meta['batch']}. Every call is `sampling.draw_samples` with the configs' "
         "settings (MDLM: ancestral with the logits cache; CoFRe: 3SR, decreasing "
         f"schedule; `+adaptive`: per-sequence stopping at tol {meta['adaptive_tol']} with "
         f"the bank). One warm-up call each, then {meta['rounds']} interleaved rounds "

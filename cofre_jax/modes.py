@@ -9,10 +9,10 @@ import time
 
 import jax
 
-from cofre_jax import checkpoint, generate, sharding, stages, tasks
+from cofre_jax import checkpoint, sampling, sharding, stages, tasks
 from cofre_jax.config.typed import Config, ConfigError
 from cofre_jax.io.json_file import write_json
-from cofre_jax.models import block_cost, count_params, model_class, param_groups
+from cofre_jax.models import count_params, model_class, param_groups
 
 
 def _print(*args, **kwargs) -> None:
@@ -134,7 +134,7 @@ def run_eval(config: Config, workdir: str) -> None:
     ev = config.eval
     for budget, steps in zip(ev.budgets, ev.budget_steps or (None,) * len(ev.budgets)):
         try:  # a bad budget fails before anything is computed, like other config errors
-            generate.sample_plan(config, budget, steps)
+            sampling.sample_plan(config, budget, steps)
         except ConfigError as e:
             raise SystemExit(f"config error: {e}") from None
     _, tokenizer = _data(config)
@@ -153,7 +153,7 @@ def _progress(message: str) -> None:
 def run_sample(config: Config, workdir: str) -> None:
     workdir = _prepare_workdir(workdir)
     try:  # a bad budget fails before the checkpoint is read, like other config errors
-        plan = generate.sample_plan(config)
+        plan = sampling.sample_plan(config)
     except ConfigError as e:
         raise SystemExit(f"config error: {e}") from None
     mesh = sharding.make_mesh(config.mesh)
@@ -161,7 +161,7 @@ def run_sample(config: Config, workdir: str) -> None:
     _, tokenizer = _data(config)
     sc = config.sample
     start = time.perf_counter()
-    drawn = generate.draw_samples(config, params, plan, sc.num_samples, sc.seed, mesh=mesh)
+    drawn = sampling.draw_samples(config, params, plan, sc.num_samples, sc.seed, mesh=mesh)
     tokens, seconds = drawn.tokens_BxL, time.perf_counter() - start
     texts = tasks.get_task(config).decode(tokenizer, tokens)
     report = {
@@ -205,15 +205,15 @@ def run_describe(config: Config, workdir: str | None) -> None:
 
 def _block_pass_lines(config: Config) -> list[str]:
     m, fp = config.model, config.fixed_point
-    base, per_iteration = block_cost(m)
-    if not per_iteration:
-        return [f"block_passes_per_step: {base}"]
+    cost, formula = sampling.StepCost.for_model(m), sampling.cost_formula(m)
+    if not cost.per_iteration:
+        return [f"block_passes_per_step: {formula}"]
     n_eval = fp.eval_iterations
     return [
-        f"block_passes_per_step: {m.k_pre} + {m.k_fp}*N + {m.k_post} for N fixed-point iterations",
-        f"block_passes_per_step_at_eval_N={n_eval}: {base + n_eval * per_iteration}",
+        f"block_passes_per_step: {formula} for N fixed-point iterations",
+        f"block_passes_per_step_at_eval_N={n_eval}: {cost(n_eval)}",
         f"train_mean_fixed_point_iterations: {fp.mean_train_iterations()}",
-        f"train_mean_block_passes: {m.k_pre + fp.mean_train_iterations() * m.k_fp + m.k_post}",
+        f"train_mean_block_passes: {cost(fp.mean_train_iterations())}",
         f"fixed_point_training_gradient: {fp.gradient}",
     ]
 

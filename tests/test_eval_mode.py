@@ -7,7 +7,7 @@ import pytest
 import tiny
 from scorer_fixtures import write_tiny_scorer
 
-from cofre_jax import generate, modes, train
+from cofre_jax import modes, sampling, train
 from cofre_jax.config.typed import from_config_dict
 from cofre_jax.evaluation import scorer as scorer_lib
 
@@ -75,9 +75,9 @@ def test_resume_redoes_only_missing_budgets(trained, monkeypatch):
     report["parts"] = [p for p in report["parts"] if p["key"]["budget"] != 16]
     path.write_text(json.dumps(report))
     calls = []
-    original = generate.draw_samples
+    original = sampling.draw_samples
     monkeypatch.setattr(
-        generate, "draw_samples", lambda *a, **k: calls.append(a[2].budget) or original(*a, **k)
+        sampling, "draw_samples", lambda *a, **k: calls.append(a[2].budget) or original(*a, **k)
     )
     monkeypatch.setattr(
         train, "evaluate", lambda *a: pytest.fail("likelihood was already in the report")
@@ -105,9 +105,9 @@ def test_scored_parts_survive_other_settings(trained, monkeypatch, capsys):
     scored = json.loads(path.read_text())["budgets"]
     assert all("gen_ppl" in e for e in scored.values())
     calls = []
-    original = generate.draw_samples
+    original = sampling.draw_samples
     monkeypatch.setattr(
-        generate, "draw_samples", lambda *a, **k: calls.append(a[2].budget) or original(*a, **k)
+        sampling, "draw_samples", lambda *a, **k: calls.append(a[2].budget) or original(*a, **k)
     )
     # Entropy only, one budget added: the scored parts serve it, only budget 12 is drawn.
     modes.run(

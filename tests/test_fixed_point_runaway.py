@@ -19,13 +19,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_sampling_budget import SCHEDULE, TOY_MASK, D, _fp_config, _perturbed_init, _toy_params
+from sampler_fixtures import SCHEDULE, TOY_MASK, D, fp_config, perturbed_init, toy_params
 
-from cofre_jax import diffusion, fp_sampling
-from cofre_jax.budget import StepCost, plan_budget
+from cofre_jax import diffusion
 from cofre_jax.fixed_point import NonConvergenceError, SolverSpec, solve
 from cofre_jax.fixed_point.residuals import residual_norm, row_norm
 from cofre_jax.models import build_model
+from cofre_jax.sampling import FPDenoiseOutput, StepCost, fp_sample, make_fp_denoise_fn, plan_budget
 
 
 def doubling(params, h_BxN, x):
@@ -107,7 +107,7 @@ def test_slow_contraction_far_from_its_start_still_converges():
 # ------------------------------------------------------------------- in the sampler
 
 
-def runaway_denoiser(params, z_BxL, t_B, h0_fn, num_iterations, *, dtype):
+def runaway_denoiser(params, z_BxL, t_B, cond, h0_fn, num_iterations, *, dtype):
     """Each step solves h = h + 1 + 0.1 sin h (no fixed point) with Anderson from the
     token embeddings, at tolerance 1e-3: a sampler with adaptive stopping."""
     h_pre_BxLxD = params["embed_VxD"][z_BxL].astype(dtype)
@@ -118,7 +118,7 @@ def runaway_denoiser(params, z_BxL, t_B, h0_fn, num_iterations, *, dtype):
     )  # fmt: skip
     logits_BxLxV = jnp.einsum("bld,dv->blv", h_BxLxD.astype(jnp.float32), params["head_DxV"])
     log_probs = diffusion.subs_log_probs(logits_BxLxV, z_BxL, TOY_MASK)
-    return fp_sampling.FPDenoiseOutput(log_probs, h_BxLxD, stats)
+    return FPDenoiseOutput(log_probs, h_BxLxD, stats)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -128,8 +128,8 @@ def test_adaptive_stopping_runs_the_plan_on_a_runaway_solve(dtype):
     can begin so large that ||f(h) - h|| / ||f(h)|| is below the tolerance at once; no
     single solve can tell that start from a fixed point of a large solution."""
     plan = plan_budget(80, StepCost(2, 1), steps=4, schedule="fixed")  # 18 per step
-    out = fp_sampling.fp_sample(
-        functools.partial(runaway_denoiser, dtype=jnp.dtype(dtype)), _toy_params(),
+    out = fp_sample(
+        functools.partial(runaway_denoiser, dtype=jnp.dtype(dtype)), toy_params(),
         jax.random.PRNGKey(0), plan, batch_size=3, seq_len=5, hidden_size=D,
         mask_id=TOY_MASK, mask_prob_fn=SCHEDULE.mask_prob, warm_start="cold",
     )  # fmt: skip
@@ -145,9 +145,9 @@ def test_adaptive_stopping_runs_the_plan_on_a_runaway_solve(dtype):
 def _runaway_fp_mdlm(dtype: str):
     """A tiny FP-MDLM whose injection layer (fc1, fc2 of the cell) is scaled by 10: the
     solve's states grow about 1.5x per Picard step, to 1e18 within 100 steps."""
-    config = _fp_config(**{"model.dtype": dtype})
+    config = fp_config(**{"model.dtype": dtype})
     model = build_model(config.model, config.fixed_point)
-    params = dict(_perturbed_init(model, 16))
+    params = dict(perturbed_init(model, 16))
     cell = dict(params["fp_cell"])
     for name in ("fc1", "fc2"):
         cell[name] = jax.tree.map(lambda w: 10 * w, cell[name])
@@ -162,10 +162,8 @@ def test_fp_mdlm_runaway_is_not_converged_and_adaptive_stopping_runs_the_plan(dt
     t_B = jnp.full((4,), 0.5)
     for policy in ("best", "last"):
         fp = dataclasses.replace(model.fixed_point, on_nonconvergence=policy)
-        denoise_fn = fp_sampling.make_fp_denoise_fn(
-            model.clone(fixed_point=fp), SCHEDULE.total_noise, tol=1e-3
-        )
-        out = jax.jit(denoise_fn, static_argnums=(3,))(params, z_BxL, t_B, None, 40)
+        denoise_fn = make_fp_denoise_fn(model.clone(fixed_point=fp), SCHEDULE.total_noise, tol=1e-3)
+        out = jax.jit(denoise_fn, static_argnums=(4,))(params, z_BxL, t_B, None, None, 40)
         stats = out.stats
         assert not bool(jnp.any(stats.converged_B)), (policy, stats)
         np.testing.assert_array_equal(stats.iterations_B, 40)
@@ -174,8 +172,8 @@ def test_fp_mdlm_runaway_is_not_converged_and_adaptive_stopping_runs_the_plan(dt
             assert float(jnp.max(jnp.abs(out.h_star_BxLxD.astype(jnp.float32)))) < 1e4
 
     plan = plan_budget(40, StepCost(2, 1), steps=4, schedule="fixed")
-    denoise_fn = fp_sampling.make_fp_denoise_fn(model, SCHEDULE.total_noise, tol=1e-3)
-    out = fp_sampling.fp_sample(
+    denoise_fn = make_fp_denoise_fn(model, SCHEDULE.total_noise, tol=1e-3)
+    out = fp_sample(
         denoise_fn, params, jax.random.PRNGKey(1), plan, batch_size=4, seq_len=16,
         hidden_size=32, mask_id=config.model.mask_id, mask_prob_fn=SCHEDULE.mask_prob,
     )  # fmt: skip

@@ -11,13 +11,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cofre_jax import budget, diffusion, fixed_point, fp_sampling, modes, stages, tasks, train
+from cofre_jax import diffusion, fixed_point, modes, stages, tasks, train
 from cofre_jax.config import choices
 from cofre_jax.config.typed import from_config_dict
 from cofre_jax.data import sources
 from cofre_jax.evaluation import scorer
 from cofre_jax.fixed_point import solvers
 from cofre_jax.models import MODELS, DenoiserOutput, build_model, fixed_point_stack
+from cofre_jax.sampling import budget
+from cofre_jax.sampling.warm_start import ReuseCoefficients, warm_start_gamma
 from cofre_jax.tasks import text as text_task
 from configs import quickstart
 
@@ -93,13 +95,11 @@ def test_divergences():
 
 def test_warm_starts():
     z_BxL = jnp.zeros((1, 3), jnp.int32)
-    coefficients = fp_sampling.ReuseCoefficients()
+    coefficients = ReuseCoefficients()
     for warm_start in choices.WARM_STARTS:
-        fp_sampling.warm_start_gamma(
-            warm_start, jnp.bool_(False), z_BxL, z_BxL, coefficients, mask_id=7
-        )
+        warm_start_gamma(warm_start, jnp.bool_(False), z_BxL, z_BxL, coefficients, mask_id=7)
     with pytest.raises(ValueError, match="unknown warm_start"):
-        fp_sampling.warm_start_gamma("hot", jnp.bool_(False), z_BxL, z_BxL, coefficients, 7)
+        warm_start_gamma("hot", jnp.bool_(False), z_BxL, z_BxL, coefficients, 7)
 
 
 def test_gradient_methods():

@@ -19,7 +19,7 @@ class SampleConfig:
     top_p: float  # 1.0 disables the nucleus filter
     reuse_logits: bool  # skip the network when no token changed (MDLM's cache)
     final_eps: float  # last time of the linspace(1, final_eps, steps + 1) grid
-    # Budget in block passes (cofre_jax.budget); 0: the cost of `steps` calls at
+    # Budget in block passes (cofre_jax/sampling/budget.py); 0: the cost of `steps` calls at
     # fixed_point.eval_iterations.
     budget: int
     budget_steps: int  # T under a budget; 0 derives it from the budget

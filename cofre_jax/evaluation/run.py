@@ -24,7 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from cofre_jax import checkpoint, generate, sharding, tasks
+from cofre_jax import checkpoint, sampling, sharding, tasks
 from cofre_jax.config.typed import Config
 from cofre_jax.data import synthetic
 from cofre_jax.evaluation import oracle
@@ -131,9 +131,9 @@ def compiled_costs(config: Config, mesh, params, num_samples: int) -> dict[str, 
 
 def _sample_and_score(config, mesh, params, tokenizer, get_scorer, budget, steps, log):
     ev = config.eval
-    plan = generate.sample_plan(config, budget, steps)
+    plan = sampling.sample_plan(config, budget, steps)
     start = time.perf_counter()
-    drawn = generate.draw_samples(
+    drawn = sampling.draw_samples(
         config, params, plan, ev.num_samples, config.sample.seed, mesh=mesh
     )
     sampling_s = time.perf_counter() - start

@@ -1,6 +1,6 @@
-"""Invariants of the ancestral sampler and its noise/filter helpers.
+"""Invariants of MDLM's ancestral sampler, its budget form and the condition it threads.
 
-Shape legend: B batch, L length, V vocabulary (MASK included), N draws.
+Shape legend: B batch, L length, V vocabulary (MASK included).
 Toy denoisers take their log-probs from `params`, so one function object (one compiled
 sampler per size) serves many tests.
 """
@@ -10,8 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cofre_jax import sampling
-from cofre_jax.diffusion import NEG_INF
+from cofre_jax.sampling import StepCost, ancestral, loop, plan_budget
 
 V = 6
 MASK = V - 1
@@ -34,7 +33,7 @@ def _subs(logits_BxLxV, z_BxL):
     return jnp.where(visible_BxLx1, carry_BxLxV, jax.nn.log_softmax(logits_BxLxV, axis=-1))
 
 
-def factorised_denoiser(params, z_BxL, t_B):
+def factorised_denoiser(params, z_BxL, t_B, cond):
     """t- and z-independent: fixed log-probs per position."""
     logits_BxLxV = jnp.broadcast_to(params["logits_LxV"], (*z_BxL.shape, V))
     return _subs(logits_BxLxV, z_BxL)
@@ -45,7 +44,7 @@ def factorised_denoiser(params, z_BxL, t_B):
 CONTEXTUAL_TRACES = []
 
 
-def contextual_denoiser(params, z_BxL, t_B):
+def contextual_denoiser(params, z_BxL, t_B, cond):
     """t-independent but z-dependent: favours repeating the visible left neighbour."""
     CONTEXTUAL_TRACES.append(1)
     left_BxL = jnp.pad(z_BxL[:, :-1], ((0, 0), (1, 0)), constant_values=MASK)
@@ -53,7 +52,7 @@ def contextual_denoiser(params, z_BxL, t_B):
     return _subs(params["logits_LxV"][None] + bonus_BxLxV, z_BxL)
 
 
-def leaky_denoiser(params, z_BxL, t_B):
+def leaky_denoiser(params, z_BxL, t_B, cond):
     """A bad model that puts almost all mass on MASK: the sampler must still never draw it."""
     logits_BxLxV = jnp.broadcast_to(params["logits_LxV"], (*z_BxL.shape, V))
     return jax.nn.log_softmax(logits_BxLxV.at[..., MASK].set(20.0), axis=-1)
@@ -65,7 +64,7 @@ def _params(seed=0, length=L):
 
 def _sample(denoise_fn, key, params=None, **kw):
     kw = {"batch_size": 4, "seq_len": L, "steps": 16, **kw}
-    return sampling.ancestral_sample(
+    return ancestral.ancestral_sample(
         denoise_fn,
         _params() if params is None else params,
         key,
@@ -98,12 +97,12 @@ def test_visible_tokens_kept_and_revealed_tokens_never_change():
     assert bool(given_BxL.any()) and bool((~given_BxL).any())
 
     step_fn = jax.jit(
-        lambda p, state, t, s: sampling.make_ancestral_transition(
+        lambda p, state, t, s: ancestral.make_ancestral_transition(
             contextual_denoiser, p, mask_id=MASK, mask_prob_fn=_loglinear
         )(state, t, s)
     )
-    state = sampling.init_state(contextual_denoiser, params, z_init_BxL, key)
-    times_T = np.asarray(sampling.ancestral_times(steps, final_eps))
+    state = ancestral.init_state(contextual_denoiser, params, z_init_BxL, key)
+    times_T = np.asarray(loop.ancestral_times(steps, final_eps))
     assert times_T[-1] == 0.0  # the last step resolves every mask
     for i in range(steps):
         new = step_fn(params, state, times_T[i], times_T[i + 1])
@@ -127,25 +126,6 @@ def test_mask_never_sampled_even_if_model_leaks_mass_to_it():
     assert not (np.asarray(out.tokens_BxL) == MASK).any()
 
 
-_jitted_update = jax.jit(
-    lambda key, z, log_probs, t, s: sampling.ancestral_update(
-        key, z, log_probs, t, s, mask_prob_fn=_loglinear, mask_id=MASK
-    )
-)
-
-
-@pytest.mark.parametrize("t, s, expected", [(1.0, 0.5, 0.5), (0.8, 0.6, 0.25), (0.1, 0.0, 1.0)])
-def test_reveal_fraction_matches_schedule(t, s, expected):
-    """A mask is revealed w.p. (t - s) / t under the log-linear schedule; s = 0 reveals all."""
-    batch, length = 64, 32
-    z_BxL = jnp.full((batch, length), MASK, jnp.int32)
-    log_probs_BxLxV = jnp.zeros((batch, length, V)).at[..., MASK].set(NEG_INF)
-    new_BxL = _jitted_update(jax.random.PRNGKey(5), z_BxL, log_probs_BxLxV, t, s)
-    n = batch * length
-    revealed = int((np.asarray(new_BxL) != MASK).sum())
-    assert abs(revealed - n * expected) <= 5 * np.sqrt(n * expected * (1 - expected))
-
-
 def test_deterministic_under_seed_varies_across_seeds_and_compiles_once():
     all_masked_BxL = jnp.full((4, L), MASK, jnp.int32)
 
@@ -167,10 +147,10 @@ def test_deterministic_under_seed_varies_across_seeds_and_compiles_once():
 def test_logit_reuse_skips_the_network_and_is_exact_for_time_free_models():
     executed = []
 
-    def counted_denoiser(params, z_BxL, t_B):
+    def counted_denoiser(params, z_BxL, t_B, cond):
         # Runs on the host each time the network really executes (not when cond skips it).
         jax.debug.callback(lambda: executed.append(1))
-        return contextual_denoiser(params, z_BxL, t_B)
+        return contextual_denoiser(params, z_BxL, t_B, cond)
 
     batch, steps = 2, 200
     key = jax.random.PRNGKey(11)
@@ -239,110 +219,39 @@ def test_rejects_bad_arguments():
         _sample(factorised_denoiser, jax.random.PRNGKey(0), top_p=1.5)
 
 
-# ---------------------------------------------------------------------------------------
-# Nucleus filter.
-# ---------------------------------------------------------------------------------------
+def test_budget_form_spends_calls_times_layers_and_refuses_an_fp_plan():
+    plan = plan_budget(40, StepCost(base=3, per_iteration=0))  # 13 steps of 3 blocks
+    out = ancestral.ancestral_sample_with_budget(
+        contextual_denoiser, _params(), jax.random.PRNGKey(3), plan, batch_size=2, seq_len=L,
+        mask_id=MASK, mask_prob_fn=_loglinear,
+    )  # fmt: skip
+    assert plan.steps == 13 and int(out.network_calls) <= 13
+    assert int(out.block_passes) == 3 * int(out.network_calls)
+    with pytest.raises(ValueError, match="FP sampler"):
+        ancestral.ancestral_sample_with_budget(None, None, None, plan_budget(24, StepCost(2, 1)))
 
 
-# Dropped tokens sit at NEG_INF (or -inf); kept ones are log-probs of a renormalised set.
-_DROPPED = NEG_INF / 2
+# Appended to while `conditional_denoiser` is traced: counts compilations.
+CONDITIONAL_TRACES = []
 
 
-def test_top_p_filter_examples():
-    log_probs_V = jnp.log(jnp.array([0.1, 0.5, 0.15, 0.25]))
-
-    def kept(p):
-        return set(np.flatnonzero(np.asarray(sampling.top_p_filter(log_probs_V, p)) > _DROPPED))
-
-    assert kept(0.4) == {1}
-    assert kept(0.7) == {1, 3}
-    assert kept(0.8) == {1, 3, 2}
-    assert kept(1.0) == {0, 1, 2, 3}
-    filtered_V = np.exp(sampling.top_p_filter(log_probs_V, 0.7))
-    np.testing.assert_allclose(filtered_V, [0, 0.5 / 0.75, 0, 0.25 / 0.75], rtol=1e-5)
+def conditional_denoiser(params, z_BxL, t_B, cond):
+    """Every row favours its own token cond["token_B"] (a class label, say)."""
+    CONDITIONAL_TRACES.append(1)
+    bonus_BxLxV = 6.0 * jax.nn.one_hot(cond["token_B"], V)[:, None, :]
+    return _subs(params["logits_LxV"][None] + bonus_BxLxV, z_BxL)
 
 
-def test_top_p_filter_keeps_the_smallest_set_with_enough_mass():
-    rng = np.random.default_rng(0)
-    probs_NxV = rng.dirichlet(np.full(12, 0.5), size=64)
-    for top_p in (0.3, 0.6, 0.9, 0.99):
-        keep_NxV = np.asarray(sampling.top_p_filter(jnp.log(probs_NxV), top_p)) > _DROPPED
-        for probs_V, keep_V in zip(probs_NxV, keep_NxV):
-            kept_V = probs_V[keep_V]
-            # Top-k by probability, mass >= p, and dropping its least likely member falls short.
-            assert kept_V.min() >= probs_V[~keep_V].max(initial=0.0)
-            assert kept_V.sum() >= top_p - 1e-6
-            assert kept_V.sum() - kept_V.min() < top_p + 1e-6
+def test_condition_is_traced_through_the_jitted_sampler():
+    """A new condition batch changes the samples and reuses the compiled sampler."""
 
+    def run(tokens):
+        cond = {"token_B": jnp.asarray(tokens, jnp.int32)}
+        return _sample(conditional_denoiser, jax.random.PRNGKey(4), batch_size=4, cond=cond)
 
-# ---------------------------------------------------------------------------------------
-# Categorical noise.
-# ---------------------------------------------------------------------------------------
-
-
-def _reference_exponential(hi_N, lo_N):
-    """float64 reference: -log U for the 64-bit uniform U = (hi 2^32 + lo + 1/2) / 2^64.
-
-    Near 1 it uses V = 1 - U, exact from the complemented words, so no digits are lost.
-    """
-    hi_N, lo_N = hi_N.astype(np.float64), lo_N.astype(np.float64)
-    u_N = (hi_N * 2.0**32 + lo_N + 0.5) / 2.0**64
-    v_N = ((2.0**32 - 1 - hi_N) * 2.0**32 + (2.0**32 - 1 - lo_N) + 0.5) / 2.0**64
-    # np.where evaluates both branches; the discarded one may divide by zero.
-    with np.errstate(divide="ignore"):
-        return np.where(hi_N < 2.0**31, -np.log(u_N), -np.log1p(-v_N))
-
-
-def _exponential(hi, lo):
-    return np.asarray(
-        sampling.exponential_from_bits(jnp.asarray(hi, jnp.uint32), jnp.asarray(lo, jnp.uint32))
-    )
-
-
-def test_exponential_from_bits_matches_a_float64_reference():
-    rng = np.random.default_rng(1)
-    hi_N = rng.integers(0, 2**32, size=20000, dtype=np.uint32)
-    lo_N = rng.integers(0, 2**32, size=20000, dtype=np.uint32)
-    # Both ends of (0, 1), the middle, and tiny values on either side.
-    hi_N[:6] = [0, 0xFFFFFFFF, 0x7FFFFFFF, 0x80000000, 0, 0xFFFFFFFF]
-    lo_N[:6] = [0, 0xFFFFFFFF, 0xFFFFFFFF, 0, 12345, 0xFFFF0000]
-    got_N = _exponential(hi_N, lo_N)
-    want_N = _reference_exponential(hi_N, lo_N)
-    # Relative accuracy everywhere, including E ~ 2^-65: this is what decides rare tokens.
-    np.testing.assert_allclose(got_N, want_N, rtol=2e-6)
-    np.testing.assert_allclose(-np.log(got_N), -np.log(want_N), rtol=2e-6, atol=2e-6)
-
-
-def test_noise_tails_reach_beyond_float32_and_float64_uniforms():
-    """As Gumbel noise -log E: top beyond what float32 (~16.6) or 53-bit float64 (~36.7)
-    uniforms can produce, and the bottom below float64's."""
-    e_top, e_bottom = _exponential([0xFFFFFFFF, 0], [0xFFFFFFFF, 0])
-    gumbel_top, gumbel_bottom = -np.log(np.float64(e_top)), -np.log(np.float64(e_bottom))
-    assert np.isfinite([gumbel_top, gumbel_bottom]).all()
-    u32_max = np.nextafter(np.float32(1), np.float32(0)).astype(np.float64)
-    float32_top = -np.log(-np.log(u32_max))
-    float64_top = -np.log(-np.log1p(-(2.0**-53)))
-    float64_bottom = -np.log(-np.log(2.0**-53))
-    assert float32_top < 17 and float64_top < 37
-    assert gumbel_top > 45.0 > float64_top
-    assert gumbel_bottom < -3.8 < float64_bottom
-
-
-def test_exponential_noise_moments():
-    e_N = np.asarray(sampling.exponential_noise(jax.random.PRNGKey(0), (1 << 18,)), np.float64)
-    assert (e_N > 0).all() and np.isfinite(e_N).all()
-    np.testing.assert_allclose(e_N.mean(), 1.0, atol=0.01)  # 5 sigma = 5 / sqrt(2^18)
-    gumbel_N = -np.log(e_N)
-    np.testing.assert_allclose(gumbel_N.mean(), np.euler_gamma, atol=0.015)
-    np.testing.assert_allclose(gumbel_N.var(), np.pi**2 / 6, atol=0.05)
-
-
-def test_sample_categorical_frequencies():
-    probs_V = np.array([0.5, 0.3, 0.15, 0.05, 0.0])
-    n = 40000
-    log_probs_NxV = jnp.broadcast_to(jnp.log(jnp.asarray(probs_V, jnp.float32)), (n, 5))
-    draws_N = np.asarray(sampling.sample_categorical(jax.random.PRNGKey(2), log_probs_NxV))
-    assert draws_N.dtype == np.int32
-    freq_V = np.bincount(draws_N, minlength=5) / n
-    sigma_V = np.sqrt(probs_V * (1 - probs_V) / n)
-    np.testing.assert_array_less(np.abs(freq_V - probs_V), 4.5 * sigma_V + 1e-9)
+    a = np.asarray(run([0, 1, 2, 3]).tokens_BxL)
+    traces = len(CONDITIONAL_TRACES)
+    b = np.asarray(run([3, 3, 0, 0]).tokens_BxL)
+    assert len(CONDITIONAL_TRACES) == traces  # no recompilation for new labels
+    assert (a == np.arange(4)[:, None]).mean() > 0.5
+    assert (b == np.array([3, 3, 0, 0])[:, None]).mean() > 0.5

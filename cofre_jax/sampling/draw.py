@@ -1,5 +1,8 @@
 """Drawing samples from a restored model under a block-pass budget: the part of
---mode=sample that --mode=eval repeats at every budget it measures."""
+--mode=sample that --mode=eval repeats at every budget it measures (and the benchmarks
+call): `sample_plan` turns the config into a `BudgetPlan`, `draw_samples` runs the
+model's sampler (MDLM ancestral or FP) on it. Text samples are unconditional (cond None).
+"""
 
 from __future__ import annotations
 
@@ -12,9 +15,14 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from cofre_jax import budget, diffusion, fp_sampling, sampling, sharding
+from cofre_jax import diffusion, sharding
 from cofre_jax.config.typed import Config, ConfigError, DiffusionConfig, ModelConfig
 from cofre_jax.models import build_model, model_class
+from cofre_jax.sampling import budget
+from cofre_jax.sampling.ancestral import ancestral_sample_with_budget
+from cofre_jax.sampling.denoisers import make_fp_denoise_fn, make_mdlm_denoise_fn
+from cofre_jax.sampling.fixed_point import fp_sample
+from cofre_jax.sampling.warm_start import ReuseCoefficients
 
 # The samplers are jitted with their denoiser as a static argument, hashed by identity.
 # Building the denoiser once per (model, schedule, solver) settings, not once per call,
@@ -23,34 +31,25 @@ from cofre_jax.models import build_model, model_class
 
 @functools.lru_cache(maxsize=32)
 def _mdlm_denoise_fn(model: ModelConfig, diffusion_cfg: DiffusionConfig) -> Callable:
-    module = build_model(model)
     schedule = diffusion.make_schedule(diffusion_cfg.schedule, diffusion_cfg.eps)
-
-    def denoise_fn(params, z_BxL, t_B):
-        sigma_B = schedule.total_noise(t_B)
-        out = module.apply({"params": params}, z_BxL, sigma_B, train=False)
-        return diffusion.subs_log_probs(out.logits_BxLxV, z_BxL, model.mask_id)
-
-    return denoise_fn
+    return make_mdlm_denoise_fn(build_model(model), schedule.total_noise)
 
 
 @functools.lru_cache(maxsize=32)
 def _fp_denoise_fn(model: ModelConfig, fixed_point, diffusion_cfg: DiffusionConfig, tol: float):
     schedule = diffusion.make_schedule(diffusion_cfg.schedule, diffusion_cfg.eps)
-    return fp_sampling.make_fp_denoise_fn(
-        build_model(model, fixed_point), schedule.total_noise, tol=tol
-    )
+    return make_fp_denoise_fn(build_model(model, fixed_point), schedule.total_noise, tol=tol)
 
 
 def make_denoise_fn(config: Config) -> Callable:
-    """(params, z_BxL, t_B) -> SUBS log-probs, the sampler's view of the model."""
+    """(params, z_BxL, t_B, cond) -> SUBS log-probs, the sampler's view of the model."""
     return _mdlm_denoise_fn(config.model, config.diffusion)
 
 
 def sample_plan(config: Config, total: int | None = None, steps: int | None = None):
     """The block-pass plan of a sampling run: `total` block passes in `steps` steps when
     given, else sample.budget in sample.budget_steps (sample.budget 0: sample.steps steps
-    at fixed_point.eval_iterations), spread by sample.schedule (cofre_jax.budget)."""
+    at fixed_point.eval_iterations), spread by sample.schedule (sampling.budget)."""
     sc, n_eval = config.sample, config.fixed_point.eval_iterations
     cost = budget.StepCost.for_model(config.model)
     if total is not None:
@@ -81,10 +80,17 @@ class Samples:
 
 
 def draw_samples(
-    config: Config, params, plan, num_samples: int, seed: int, mesh: Mesh | None = None
+    config: Config,
+    params,
+    plan,
+    num_samples: int,
+    seed: int,
+    mesh: Mesh | None = None,
+    cond: Any = None,
 ) -> Samples:
     """`num_samples` sequences by the model's budgeted sampler (MDLM ancestral or FP),
-    split over `mesh` (default: config.mesh) like a train batch when they divide."""
+    split over `mesh` (default: config.mesh) like a train batch when they divide; cond
+    is the samplers' condition (None: unconditional, as for text)."""
     sc, m = config.sample, config.model
     mesh = mesh if mesh is not None else sharding.make_mesh(config.mesh)
     schedule = diffusion.make_schedule(config.diffusion.schedule, config.diffusion.eps)
@@ -104,10 +110,11 @@ def draw_samples(
         top_p=sc.top_p,
         final_eps=sc.final_eps,
         z_init_BxL=z_BxL,
+        cond=cond,
     )
     key = jax.random.PRNGKey(seed)
     if not model_class(m).is_fixed_point:
-        out = sampling.ancestral_sample_with_budget(
+        out = ancestral_sample_with_budget(
             make_denoise_fn(config),
             params,
             key,
@@ -119,14 +126,14 @@ def draw_samples(
         details = {"network_calls": int(out.network_calls)}
     else:
         fp_denoise_fn = _fp_denoise_fn(m, config.fixed_point, config.diffusion, sc.adaptive_tol)
-        out = fp_sampling.fp_sample(
+        out = fp_sample(
             fp_denoise_fn,
             params,
             key,
             plan,
             hidden_size=m.hidden_size,
             warm_start=sc.warm_start,
-            coefficients=fp_sampling.ReuseCoefficients(
+            coefficients=ReuseCoefficients(
                 sc.reuse_visible, sc.reuse_masked_min, sc.reuse_masked_max, sc.reuse_changed
             ),
             **common,

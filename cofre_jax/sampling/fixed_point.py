@@ -1,31 +1,21 @@
 """The budgeted sampler of fixed-point models: warm starts, 3SR and adaptive stopping.
 
-One jitted program: `run_transitions` (one `lax.fori_loop` over the T denoising steps,
-see `sampling`) carries `FPSampleState` (z, the previous step's input z_prev and
-fixed point h*_prev, the iteration bank, per-step solver stats) from step to step.
-Each step
-1. builds the solver's start h^0 from this step's h_pre (computed inside the model):
-       cold   h^0 = h_pre
-       reuse  h^0 = h*_prev
-       3sr    h^0 = gamma * h*_prev + (1 - gamma) * h_pre, gamma per token (docs/method.md §2.5):
-              gamma_i = visible                 z_t^i = z_prev^i != MASK  (unchanged visible)
-                        masked_min + (masked_max - masked_min) v_t
-                                                z_t^i = z_prev^i  = MASK  (still masked)
-                        changed                 otherwise                 (newly revealed)
-              v_t = fraction of visible tokens of the sequence. The published values
-              (1, 0.75, 0.90, 0.2) are `ReuseCoefficients()`.
-   Every mode starts the first step cold (gamma = 0). The mix is written in the convex
-   form, so gamma = 0 gives h_pre and gamma = 1 gives h*_prev bit for bit.
+One jitted program: `loop.run_transitions` (one `lax.fori_loop` over the T denoising
+steps) carries `FPSampleState` (z, the previous step's input z_prev and fixed point
+h*_prev, the iteration bank, per-step solver stats) from step to step. Each step
+1. builds the solver's start h^0 from this step's h_pre (computed inside the model) by
+   the warm start (`warm_start`: cold, reuse or 3SR, docs/method.md §2.5); every mode
+   starts the first step cold;
 2. runs the denoiser with an iteration cap N_i + bank (N_i from the budget plan);
-3. reveals tokens with a swappable rule (`sampling.ancestral_update`, MDLM's; or
-   `sampling.confidence_update`, MaskGIT's) from the top-p filtered log-probs.
+3. reveals tokens with a swappable rule (`reveal.ancestral_update`, MDLM's; or
+   `reveal.confidence_update`, MaskGIT's) from the top-p filtered log-probs.
 
-Budget and adaptive stopping. The plan (`cofre_jax.budget`) fixes N_i with
+Budget and adaptive stopping. The plan (`sampling.budget`) fixes N_i with
 sum_i base + N_i per_iteration <= B. The denoiser's solver may stop a sequence early
-when its residual reaches a tolerance (the model's fixed_point.tol; `make_fp_denoise_fn`
-sets it): the step then runs only as many batched F evaluations as its slowest sequence
-needed, evals_i <= cap_i. The unspent cap_i - evals_i goes to a bank that raises the
-cap of every later step, so
+when its residual reaches a tolerance (the model's fixed_point.tol;
+`denoisers.make_fp_denoise_fn` sets it): the step then runs only as many batched F
+evaluations as its slowest sequence needed, evals_i <= cap_i. The unspent
+cap_i - evals_i goes to a bank that raises the cap of every later step, so
 
     spent = sum_i base + evals_i per_iteration <= sum_i base + N_i per_iteration <= B.
 
@@ -34,22 +24,22 @@ spends for each sequence slot is the batch's evaluations, and a per-sequence ban
 make the batch's evaluations exceed B (a sequence that saved early runs long later while
 another runs long now). "Spent" (`block_passes`) is therefore the batch's passes, which
 is also the compute per sample; `block_passes_B` reports each sequence's own count
-(<= block_passes). Iterations left in the bank after the last step are not spent.
-With the tolerance off every step runs exactly N_i and the bank stays 0. MDLM's logits
-cache is not used here: every step calls the denoiser (a step that revealed nothing
-still refines h* from its warm start).
+(<= block_passes). Both are priced by the plan's `StepCost`. Iterations left in the bank
+after the last step are not spent. With the tolerance off every step runs exactly N_i
+and the bank stays 0. MDLM's logits cache is not used here: every step calls the
+denoiser (a step that revealed nothing still refines h* from its warm start).
 
-The denoiser is any `FPDenoiseFn(params, z_BxL, t_B, h0_fn, num_iterations) ->
-FPDenoiseOutput` (SUBS log-probs, h*, solver stats), where `h0_fn(h_pre)` returns the
-start (None: cold). `make_fp_denoise_fn` adapts `FPMDLM`; an image model supplies its
-own and reuses everything else.
+The denoiser is any `FPDenoiseFn(params, z_BxL, t_B, cond, h0_fn, num_iterations) ->
+FPDenoiseOutput` (SUBS log-probs, h*, solver stats), where cond is the condition (a
+pytree of arrays, traced; None for text) and `h0_fn(h_pre)` returns the start (None:
+cold). `denoisers.make_fp_denoise_fn` adapts `FPMDLM`; an image model supplies its own
+and reuses everything else.
 
 Letters: B batch, L length, D hidden, V vocabulary (MASK included), T steps.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -57,11 +47,19 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from cofre_jax import sampling
-from cofre_jax.budget import BudgetPlan, StepCost
 from cofre_jax.config.choices import WARM_STARTS
-from cofre_jax.diffusion import NEG_INF, subs_log_probs
+from cofre_jax.diffusion import NEG_INF
 from cofre_jax.fixed_point import SolverStats
+from cofre_jax.sampling.budget import BudgetPlan, StepCost
+from cofre_jax.sampling.loop import Transition, ancestral_times, run_transitions
+from cofre_jax.sampling.noise import top_p_filter
+from cofre_jax.sampling.reveal import MaskProbFn, RevealFn, ancestral_update
+from cofre_jax.sampling.warm_start import (
+    PUBLISHED_3SR,
+    ReuseCoefficients,
+    mix_start,
+    warm_start_gamma,
+)
 
 
 class FPDenoiseOutput(NamedTuple):
@@ -70,20 +68,8 @@ class FPDenoiseOutput(NamedTuple):
     stats: SolverStats
 
 
-# (params, z_BxL, t_B, h0_fn or None, num_iterations) -> FPDenoiseOutput
+# (params, z_BxL, t_B, cond, h0_fn or None, num_iterations) -> FPDenoiseOutput
 FPDenoiseFn = Callable[..., FPDenoiseOutput]
-
-
-class ReuseCoefficients(NamedTuple):
-    """3SR's gamma per token state (docs/method.md §2.5); traced, so sweeps reuse the compile."""
-
-    visible: float = 1.0  # unchanged visible token
-    masked_min: float = 0.75  # still masked, at visible fraction 0
-    masked_max: float = 0.90  # still masked, at visible fraction 1
-    changed: float = 0.2  # newly revealed (or otherwise changed) token
-
-
-PUBLISHED_3SR = ReuseCoefficients()
 
 
 class FPSampleState(NamedTuple):
@@ -107,55 +93,6 @@ class FPSampleOutput(NamedTuple):
     residual_TxB: jax.Array
 
 
-# ------------------------------------------------------------------------ 3SR rule
-
-
-def three_state_gamma(
-    z_BxL: jax.Array, z_prev_BxL: jax.Array, coefficients: ReuseCoefficients, mask_id: int
-) -> jax.Array:
-    """gamma_BxL (float32) of docs/method.md §2.5 from this step's and the previous step's input."""
-    c = ReuseCoefficients(*(jnp.asarray(x, jnp.float32) for x in coefficients))
-    masked_BxL = z_BxL == mask_id
-    same_BxL = z_BxL == z_prev_BxL
-    visible_frac_B = jnp.mean(~masked_BxL, axis=1, dtype=jnp.float32)
-    gamma_masked_B = c.masked_min + (c.masked_max - c.masked_min) * visible_frac_B
-    return jnp.where(
-        same_BxL & ~masked_BxL,
-        c.visible,
-        jnp.where(same_BxL & masked_BxL, gamma_masked_B[:, None], c.changed),
-    )
-
-
-def warm_start_gamma(
-    warm_start: str,
-    first: jax.Array,
-    z_BxL: jax.Array,
-    z_prev_BxL: jax.Array,
-    coefficients: ReuseCoefficients,
-    mask_id: int,
-) -> jax.Array | None:
-    """Per-token weight of h*_prev in the start (None: cold); 0 everywhere on the first step."""
-    if warm_start == "cold":
-        return None
-    if warm_start == "reuse":
-        gamma_BxL = jnp.ones(z_BxL.shape, jnp.float32)
-    elif warm_start == "3sr":
-        gamma_BxL = three_state_gamma(z_BxL, z_prev_BxL, coefficients, mask_id)
-    else:
-        raise ValueError(f"unknown warm_start {warm_start!r}; valid: {WARM_STARTS}")
-    return jnp.where(first, 0.0, gamma_BxL)
-
-
-def mix_start(gamma_BxL: jax.Array, h_prev_BxLxD: jax.Array, h_pre_BxLxD: jax.Array) -> jax.Array:
-    """gamma h*_prev + (1 - gamma) h_pre; exact at gamma = 0 and 1 (convex form)."""
-    gamma_BxLx1 = gamma_BxL[..., None]
-    h_pre_BxLxD = h_pre_BxLxD.astype(jnp.float32)
-    return gamma_BxLx1 * h_prev_BxLxD + (1.0 - gamma_BxLx1) * h_pre_BxLxD
-
-
-# --------------------------------------------------------------------- the sampler
-
-
 def make_fp_transition(
     fp_denoise_fn: FPDenoiseFn,
     params: Any,
@@ -163,11 +100,12 @@ def make_fp_transition(
     coefficients: ReuseCoefficients,
     *,
     mask_id: int,
-    mask_prob_fn: sampling.MaskProbFn,
-    reveal_fn: sampling.RevealFn,
+    mask_prob_fn: MaskProbFn,
+    reveal_fn: RevealFn,
     warm_start: str,
     top_p: float,
-) -> sampling.Transition:
+    cond: Any = None,
+) -> Transition:
     """One FP denoising step as a pure `(FPSampleState, t, s) -> FPSampleState`."""
 
     def transition(state: FPSampleState, t: jax.Array, s: jax.Array) -> FPSampleState:
@@ -180,9 +118,9 @@ def make_fp_transition(
         if gamma_BxL is not None:
             h0_fn = functools.partial(mix_start, gamma_BxL, state.h_prev_BxLxD)
         t_B = jnp.full((state.z_BxL.shape[0],), t, jnp.float32)
-        out = fp_denoise_fn(params, state.z_BxL, t_B, h0_fn, cap)
+        out = fp_denoise_fn(params, state.z_BxL, t_B, cond, h0_fn, cap)
         log_probs_BxLxV = out.log_probs_BxLxV.astype(jnp.float32).at[..., mask_id].set(NEG_INF)
-        log_probs_BxLxV = sampling.top_p_filter(log_probs_BxLxV, top_p)
+        log_probs_BxLxV = top_p_filter(log_probs_BxLxV, top_p)
         key, step_key = jax.random.split(state.key)
         z_BxL = reveal_fn(
             step_key, state.z_BxL, log_probs_BxLxV, t, s, mask_prob_fn=mask_prob_fn, mask_id=mask_id
@@ -212,18 +150,20 @@ def fp_sample_fn(
     z_init_BxL: jax.Array,
     coefficients: ReuseCoefficients = PUBLISHED_3SR,
     final_eps: float | jax.Array = 1e-5,
+    cond: Any = None,
     *,
     cost: StepCost,
     hidden_size: int,
     mask_id: int,
-    mask_prob_fn: sampling.MaskProbFn,
-    reveal_fn: sampling.RevealFn = sampling.ancestral_update,
+    mask_prob_fn: MaskProbFn,
+    reveal_fn: RevealFn = ancestral_update,
     warm_start: str = "3sr",
     top_p: float = 1.0,
 ) -> FPSampleOutput:
     """The sampler as a pure function (jit it, with shardings if wanted; `fp_sample` is
     the plain jitted form). iterations_T (int, length T) is the plan's N_i; z_init_BxL
-    the start (all MASK, or partly visible for infilling; visible tokens are kept)."""
+    the start (all MASK, or partly visible for infilling; visible tokens are kept);
+    cond the condition handed to every denoiser call (a pytree of arrays, or None)."""
     if warm_start not in WARM_STARTS:
         raise ValueError(f"unknown warm_start {warm_start!r}; valid: {WARM_STARTS}")
     iterations_T = jnp.asarray(iterations_T, jnp.int32)
@@ -241,6 +181,7 @@ def fp_sample_fn(
         reveal_fn=reveal_fn,
         warm_start=warm_start,
         top_p=top_p,
+        cond=cond,
     )
     state = FPSampleState(
         z_BxL=z_BxL,
@@ -253,13 +194,11 @@ def fp_sample_fn(
         evals_T=jnp.zeros((steps,), jnp.int32),
         residual_TxB=jnp.zeros((steps, batch), jnp.float32),
     )
-    state = sampling.run_transitions(transition, state, sampling.ancestral_times(steps, final_eps))
-    base = jnp.int32(steps * cost.base)
-    per_iteration = jnp.int32(cost.per_iteration)
+    state = run_transitions(transition, state, ancestral_times(steps, final_eps))
     return FPSampleOutput(
         tokens_BxL=state.z_BxL,
-        block_passes=base + per_iteration * jnp.sum(state.evals_T),
-        block_passes_B=base + per_iteration * jnp.sum(state.iterations_TxB, axis=0),
+        block_passes=cost.total(steps, jnp.sum(state.evals_T)),
+        block_passes_B=cost.total(steps, jnp.sum(state.iterations_TxB, axis=0)),
         iterations_TxB=state.iterations_TxB,
         evals_T=state.evals_T,
         residual_TxB=state.residual_TxB,
@@ -281,16 +220,18 @@ def fp_sample(
     seq_len: int,
     hidden_size: int,
     mask_id: int,
-    mask_prob_fn: sampling.MaskProbFn,
-    reveal_fn: sampling.RevealFn = sampling.ancestral_update,
+    mask_prob_fn: MaskProbFn,
+    reveal_fn: RevealFn = ancestral_update,
     warm_start: str = "3sr",
     coefficients: ReuseCoefficients = PUBLISHED_3SR,
     top_p: float = 1.0,
     final_eps: float = 1e-5,
     z_init_BxL: jax.Array | None = None,
+    cond: Any = None,
 ) -> FPSampleOutput:
     """Samples batch_size sequences within plan.budget block passes (jitted; functions
-    are static and hashed by identity, so pass the same objects to reuse the compile)."""
+    are static and hashed by identity, so pass the same objects to reuse the compile;
+    cond, a pytree of arrays or None, is traced, so a new condition batch reuses it)."""
     if batch_size < 1 or seq_len < 1:
         raise ValueError(f"batch_size and seq_len must be >= 1, got {batch_size}, {seq_len}")
     if plan.cost.per_iteration == 0:
@@ -310,6 +251,7 @@ def fp_sample(
         z_init_BxL,
         ReuseCoefficients(*(float(c) for c in coefficients)),
         final_eps,
+        cond,
         cost=plan.cost,
         hidden_size=hidden_size,
         mask_id=mask_id,
@@ -318,39 +260,3 @@ def fp_sample(
         warm_start=warm_start,
         top_p=top_p,
     )
-
-
-# --------------------------------------------------------------- the FPMDLM adapter
-
-
-def make_fp_denoise_fn(
-    model, total_noise: Callable[[jax.Array], jax.Array], *, tol: float | None = None
-) -> FPDenoiseFn:
-    """`FPDenoiseFn` of an `FPMDLM` module: sigma = total_noise(t), SUBS log-probs.
-
-    tol (None keeps the model's fixed_point.tol) is the per-sequence residual tolerance
-    of adaptive stopping; 0 runs every step's cap exactly. Under a budget a sequence
-    that misses the tolerance within its cap is expected, not an error, so the
-    on_nonconvergence policy "raise" becomes "best" when tol > 0.
-    """
-    if tol is not None:
-        fp = model.fixed_point
-        policy = "best" if tol > 0 and fp.on_nonconvergence == "raise" else fp.on_nonconvergence
-        fp = dataclasses.replace(fp, tol=float(tol), on_nonconvergence=policy)
-        model = model.clone(fixed_point=fp)
-    mask_id = model.config.mask_id
-
-    def fp_denoise_fn(params, z_BxL, t_B, h0_fn, num_iterations) -> FPDenoiseOutput:
-        out = model.apply(
-            {"params": params},
-            z_BxL,
-            total_noise(t_B),
-            train=False,
-            h0_fn=h0_fn,
-            num_iterations=num_iterations,
-        )
-        return FPDenoiseOutput(
-            subs_log_probs(out.logits_BxLxV, z_BxL, mask_id), out.h_star_BxLxD, out.stats
-        )
-
-    return fp_denoise_fn

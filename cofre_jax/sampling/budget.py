@@ -3,7 +3,9 @@
 Cost unit. One denoiser call costs `base + N * per_iteration` transformer-block forward
 passes: for FP-MDLM base = K_pre + K_post and per_iteration = K_fp with N fixed-point
 iterations; for MDLM base = num_layers and per_iteration = 0 (N means nothing).
-Embeddings, the injection G and the output head are not counted.
+Embeddings, the injection G and the output head are not counted. `StepCost` is the one
+place this formula is written: the samplers, --mode=describe, the benchmarks and the
+notebooks all price a call through it.
 
 Plan. A budget B and T denoising steps give per-step iteration counts N_0..N_{T-1}
 (step 0 is the noisiest, t = 1) with
@@ -40,6 +42,7 @@ import dataclasses
 import numpy as np
 
 from cofre_jax.config.choices import ALLOCATION_SCHEDULES
+from cofre_jax.models import block_cost
 
 
 class BudgetError(ValueError):
@@ -61,15 +64,30 @@ class StepCost:
             )
 
     def __call__(self, iterations):
-        """Block passes of a call with `iterations` fixed-point iterations (int or array)."""
+        """Block passes of a call with `iterations` fixed-point iterations (int, float
+        mean or array)."""
         return self.base + iterations * self.per_iteration
+
+    def total(self, calls, iterations=0):
+        """Block passes of `calls` denoiser calls that ran `iterations` fixed-point
+        iterations in all: calls * base + iterations * per_iteration (ints or arrays)."""
+        return calls * self.base + iterations * self.per_iteration
 
     @classmethod
     def for_model(cls, model_config) -> StepCost:
-        """From a `ModelConfig`: MDLM num_layers per call; FP k_pre + N k_fp + k_post."""
-        if model_config.kind == "mdlm":
-            return cls(base=model_config.num_layers, per_iteration=0)
-        return cls(base=model_config.k_pre + model_config.k_post, per_iteration=model_config.k_fp)
+        """From a `ModelConfig`, as its model class counts (`cofre_jax.models.block_cost`):
+        MDLM num_layers per call; FP-MDLM k_pre + N k_fp + k_post."""
+        base, per_iteration = block_cost(model_config)
+        return cls(base=base, per_iteration=per_iteration)
+
+
+def cost_formula(model_config) -> str:
+    """The per-call cost of a `ModelConfig` as text: "12" (MDLM), "1 + 1*N + 1" (FP-MDLM
+    k_pre + k_fp*N + k_post, N fixed-point iterations)."""
+    cost = StepCost.for_model(model_config)
+    if not cost.per_iteration:
+        return str(cost.base)
+    return f"{model_config.k_pre} + {cost.per_iteration}*N + {model_config.k_post}"
 
 
 @dataclasses.dataclass(frozen=True)
