@@ -62,9 +62,9 @@ if ((dry_run)); then
 else
     # The tests share the GPU one process at a time and allocate as they go.
     XLA_PYTHON_CLIENT_PREALLOCATE=false stage tests 180 "$python" -m pytest -q -n 0 \
-        tests/test_fixed_point_solvers.py tests/test_fixed_point_gradients.py \
+        tests/fixed_point/test_solvers.py tests/fixed_point/test_gradients.py \
         tests/sampling/test_budget.py tests/sampling/test_fixed_point.py \
-        tests/sampling/test_draw.py tests/test_fp_mdlm.py
+        tests/sampling/test_draw.py tests/models/test_fp_mdlm.py
     stage train-mdlm 90 "$python" benchmarks/gpu_check.py train --model mdlm
     stage train-fp 90 "$python" benchmarks/gpu_check.py train --model fp
     stage sample-fp 110 "$python" benchmarks/gpu_check.py sample --model fp \

@@ -1,5 +1,5 @@
 """Shared pieces of the sampler tests (tests/sampling/) and the runaway tests: a toy
-fixed-point denoiser with t-dependent convergence, and a tiny FP-MDLM config.
+fixed-point denoiser with t-dependent convergence (the tiny configs are tests/tiny.py).
 
 Shape legend: B batch, L length, D hidden, V vocabulary (MASK included).
 """
@@ -10,9 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from cofre_jax import diffusion, fixed_point
-from cofre_jax.config.typed import from_config_dict
 from cofre_jax.sampling import FPDenoiseOutput
-from configs import base
 
 SCHEDULE = diffusion.make_schedule("loglinear", 1e-3)
 V, D = 6, 8
@@ -42,33 +40,3 @@ def toy_fp_denoiser(params, z_BxL, t_B, cond, h0_fn, num_iterations, *, tol):
 
 TOY_EXACT = functools.partial(toy_fp_denoiser, tol=0.0)
 TOY_ADAPTIVE = functools.partial(toy_fp_denoiser, tol=1e-3)
-
-
-def fp_config(**overrides):
-    """A tiny FP-MDLM (hidden 32, byte tokens, length 16), `section.key` overrides."""
-    cfg = base.get_config()
-    cfg.model.kind = "fp_mdlm"
-    cfg.model.hidden_size, cfg.model.num_heads, cfg.model.cond_dim = 32, 2, 16
-    cfg.model.dropout, cfg.model.dtype = 0.0, "float32"
-    cfg.data.source, cfg.data.tokenizer, cfg.data.seq_len = "embedded", "byte", 16
-    for dotted, value in overrides.items():
-        section, key = dotted.split(".")
-        cfg[section][key] = value
-    return from_config_dict(cfg)
-
-
-def perturbed_init(model, seq_len):
-    """Zero-initialised adaLN and head make an untrained model nearly token-independent;
-    perturbed weights make the sampler's choices depend on the states."""
-
-    @jax.jit
-    def init():  # one compilation instead of one per eagerly run op
-        z = jnp.zeros((1, seq_len), jnp.int32)
-        params = model.init(jax.random.PRNGKey(0), z, jnp.zeros((1,)), train=False)["params"]
-        leaves, treedef = jax.tree.flatten(params)
-        keys = jax.random.split(jax.random.PRNGKey(3), len(leaves))
-        return jax.tree.unflatten(
-            treedef, [x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
-        )
-
-    return init()

@@ -5,11 +5,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tiny
 
 from cofre_jax import diffusion, stages, tasks
-from cofre_jax.config.typed import from_config_dict
 from cofre_jax.models import DenoiserOutput
-from configs import quickstart
 
 MASK = 9
 SCHEDULE = diffusion.make_schedule("loglinear", 1e-3)
@@ -93,14 +92,8 @@ def test_tempered_kl_zero_for_equal_inputs_and_cross_entropy_for_visible():
 
 
 def _tiny(model_kind="fp_mdlm", **stage):
-    cfg = quickstart.get_config()  # the FP-MDLM quickstart, shrunk
-    cfg.model.kind = model_kind
-    cfg.model.hidden_size, cfg.model.num_heads, cfg.model.cond_dim = 32, 2, 16
-    cfg.model.num_layers = 2
-    cfg.data.seq_len = 16
-    for key, value in stage.items():
-        cfg.stage[key] = value
-    config = from_config_dict(cfg)
+    overrides = {f"stage.{key}": value for key, value in stage.items()}
+    config = tiny.fp_config(**{"model.kind": model_kind, "model.num_layers": 2, **overrides})
     task = tasks.get_task(config)
     tokens = jax.random.randint(jax.random.PRNGKey(2), (4, 16), 0, config.model.mask_id)
     return config, task.apply, jax.jit(task.init_params)(jax.random.PRNGKey(0)), tokens

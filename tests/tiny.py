@@ -1,9 +1,14 @@
-"""A tiny, offline configuration shared by the training tests."""
+"""The tiny, offline configurations the tests share: a byte-level MDLM on a pseudo-English
+corpus (`tiny_config`), a small FP-MDLM (`fp_config`), and perturbed initial parameters."""
 
 import json
 import random
 
-from configs import quickstart_mdlm
+import jax
+import jax.numpy as jnp
+
+from cofre_jax.config.typed import from_config_dict
+from configs import base, quickstart_mdlm
 
 WORDS = (
     "the of and to in is was for on that with as by at from his her an it were are "
@@ -50,3 +55,33 @@ def tiny_config(corpus_path: str, **overrides):
         section, key = dotted.split("__")
         cfg[section][key] = value
     return cfg
+
+
+def fp_config(**overrides):
+    """A tiny FP-MDLM (hidden 32, byte tokens, length 16), `section.key` overrides."""
+    cfg = base.get_config()
+    cfg.model.kind = "fp_mdlm"
+    cfg.model.hidden_size, cfg.model.num_heads, cfg.model.cond_dim = 32, 2, 16
+    cfg.model.dropout, cfg.model.dtype = 0.0, "float32"
+    cfg.data.source, cfg.data.tokenizer, cfg.data.seq_len = "embedded", "byte", 16
+    for dotted, value in overrides.items():
+        section, key = dotted.split(".")
+        cfg[section][key] = value
+    return from_config_dict(cfg)
+
+
+def perturbed_init(model, seq_len):
+    """Zero-initialised adaLN and head make an untrained model nearly token-independent;
+    perturbed weights make the sampler's choices depend on the states."""
+
+    @jax.jit
+    def init():  # one compilation instead of one per eagerly run op
+        z = jnp.zeros((1, seq_len), jnp.int32)
+        params = model.init(jax.random.PRNGKey(0), z, jnp.zeros((1,)), train=False)["params"]
+        leaves, treedef = jax.tree.flatten(params)
+        keys = jax.random.split(jax.random.PRNGKey(3), len(leaves))
+        return jax.tree.unflatten(
+            treedef, [x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
+        )
+
+    return init()

@@ -4,7 +4,7 @@ two hooks around the shared sections.
 `from_config_dict` reads model.kind, finds its task in choices.MODEL_TASKS and builds
 that task's sections from here; every other section (cofre_jax.config.core and
 cofre_jax.config.sampling) is the same for all tasks. Keys: choices.TASKS
-(tests/test_config.py checks both tables).
+(tests/config/test_config.py checks both tables).
 """
 
 from __future__ import annotations

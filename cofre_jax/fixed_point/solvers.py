@@ -88,7 +88,7 @@ def _anderson(spec: SolverSpec):
         # Ridge relative to each slot's own squared residual (the Gram's diagonal): unit-free,
         # and the oldest, largest residual in the window no longer over-regularises the
         # recent, small ones (a window-mean scale made Anderson slower than Picard on fast
-        # contractions: tests/test_fixed_point_solvers.py).
+        # contractions: tests/fixed_point/test_solvers.py).
         lam_BxM = spec.ridge * diag_BxM + jnp.finfo(z_BxN.dtype).tiny
         eye_MxM = jnp.eye(m, dtype=z_BxN.dtype)
         both_BxMxM = valid_BxM[:, :, None] & valid_BxM[:, None, :]

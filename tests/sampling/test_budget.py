@@ -6,7 +6,7 @@ Shape legend: T steps.
 
 import numpy as np
 import pytest
-from sampler_fixtures import fp_config
+from tiny import fp_config
 
 from cofre_jax.config.typed import ConfigError
 from cofre_jax.sampling import (

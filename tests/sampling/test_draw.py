@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 import tiny
-from sampler_fixtures import fp_config, perturbed_init
+from tiny import fp_config, perturbed_init
 
 from cofre_jax import checkpoint, modes, tasks
 from cofre_jax.config.typed import from_config_dict

@@ -20,10 +20,9 @@ from sampler_fixtures import (
     TOY_EXACT,
     TOY_MASK,
     D,
-    fp_config,
-    perturbed_init,
     toy_params,
 )
+from tiny import fp_config, perturbed_init
 
 from cofre_jax import sharding
 from cofre_jax.config.typed import MeshConfig

@@ -22,7 +22,7 @@ from cofre_jax.config.typed import from_config_dict
 from cofre_jax.train import learning_rate_schedule
 from configs import quickstart_mdlm
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FLAGS = [
     "--config=configs/quickstart_mdlm.py",
     "--config.model.hidden_size=32",

@@ -5,7 +5,7 @@ import pickle
 
 import numpy as np
 import pytest
-from test_data_pipeline import BYTE, EOS, data_cfg, random_docs, write_jsonl
+from test_pipeline import BYTE, EOS, data_cfg, random_docs, write_jsonl
 
 from cofre_jax import data
 

@@ -237,7 +237,7 @@ def test_make_run_demo_has_its_references():
         committed.train,
     )
     assert stage_cfg.data == train_cfg.data and stage_cfg.eval.scorer == "oracle"
-    root = pathlib.Path(__file__).resolve().parents[1]
+    root = pathlib.Path(__file__).resolve().parents[2]
     bench = json.loads((root / stage_cfg.eval.reference).read_text())
     for budget in stage_cfg.eval.budgets:
         for method in ("MDLM", "CoFRe"):

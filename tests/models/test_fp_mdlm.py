@@ -8,9 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tiny
 
 from cofre_jax import diffusion
-from cofre_jax.config.typed import from_config_dict
 from cofre_jax.models import (
     DenoiserOutput,
     block_cost,
@@ -19,18 +19,10 @@ from cofre_jax.models import (
     param_groups,
 )
 from cofre_jax.models.layers import DiTBlock, dense
-from configs import quickstart_mdlm as quickstart
 
 
 def _config(**fixed_point):
-    cfg = quickstart.get_config()
-    cfg.model.kind = "fp_mdlm"
-    cfg.model.hidden_size, cfg.model.num_heads, cfg.model.cond_dim = 32, 2, 16
-    cfg.model.dropout = 0.0
-    cfg.data.seq_len = 16
-    for key, value in fixed_point.items():
-        cfg.fixed_point[key] = value
-    return from_config_dict(cfg)
+    return tiny.fp_config(**{f"fixed_point.{key}": value for key, value in fixed_point.items()})
 
 
 def _init(config, batch=2):
@@ -158,12 +150,7 @@ def test_diverging_solve_is_logged_and_never_reaches_the_parameters():
     its residual and, if the loss is not finite, skips the update (no NaN parameters)."""
     from cofre_jax import sharding, train
 
-    cfg = quickstart.get_config()
-    cfg.model.kind = "fp_mdlm"
-    cfg.model.hidden_size, cfg.model.num_heads, cfg.model.cond_dim = 32, 2, 16
-    cfg.data.seq_len = 16
-    cfg.train.batch_size = 2
-    config = from_config_dict(cfg)
+    config = tiny.fp_config(**{"train.batch_size": 2})
     program = train.build_program(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
     state = program.init_state()
     params = jax.device_get(state.params)

@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from sampler_fixtures import SCHEDULE, TOY_MASK, D, fp_config, perturbed_init, toy_params
+from sampler_fixtures import SCHEDULE, TOY_MASK, D, toy_params
+from tiny import fp_config, perturbed_init
 
 from cofre_jax import diffusion
 from cofre_jax.fixed_point import NonConvergenceError, SolverSpec, solve

@@ -18,7 +18,7 @@ import tiny
 from cofre_jax import checkpoint, sharding, train
 from cofre_jax.config.typed import from_config_dict
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _batch(config, seed=0):

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.test_util import check_grads
-from test_fixed_point_problems import linear_problem, tanh_problem, transformer_problem
+from test_problems import linear_problem, tanh_problem, transformer_problem
 
 from cofre_jax.fixed_point import (
     GradientSpec,

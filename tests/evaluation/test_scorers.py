@@ -169,7 +169,7 @@ def test_smollm2_scores_english_far_below_shuffled_tokens():
 
     class Data:
         cache_dir = os.environ.get("COFRE_CACHE") or os.path.join(
-            os.path.dirname(__file__), "..", ".cache"
+            os.path.dirname(__file__), "..", "..", ".cache"
         )
         tokenizer_path = ""
 

@@ -14,7 +14,7 @@ from cofre_jax.data import pipeline
 from configs import base
 
 # Fetched assets go to the repo's git-ignored .cache unless $COFRE_CACHE says otherwise.
-CACHE = os.environ.get("COFRE_CACHE") or str(pathlib.Path(__file__).parents[1] / ".cache")
+CACHE = os.environ.get("COFRE_CACHE") or str(pathlib.Path(__file__).parents[2] / ".cache")
 BYTE = data.ByteTokenizer()
 EOS = BYTE.eos_id
 

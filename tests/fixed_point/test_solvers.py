@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_fixed_point_problems import (
+from test_problems import (
     InjectedBlock,
     linear_problem,
     tanh_problem,

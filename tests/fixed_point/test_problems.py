@@ -1,6 +1,6 @@
 """Test problems for the fixed-point core, and the diagnostics checked on them.
 
-The problems are imported by the other test_fixed_point_* modules: (a) a random
+The problems are imported by the other tests of this folder: (a) a random
 contractive linear map, (b) a small tanh network, (c) a pre-LN transformer block with
 input injection in the docs/method.md §2.2 style (cofre_jax/fixed_point/reference_block.py,
 shared with benchmarks/solvers.py).

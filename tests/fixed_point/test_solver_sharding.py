@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
-from test_fixed_point_problems import transformer_problem
+from test_problems import transformer_problem
 
 from cofre_jax.fixed_point import GradientSpec, SolverSpec, SolverStats, fixed_point, solve
 

@@ -3,7 +3,7 @@
 import dataclasses
 
 import pytest
-from test_data_pipeline import data_cfg
+from test_pipeline import data_cfg
 
 from cofre_jax import data
 from cofre_jax.config.typed import TOKENIZER_VOCAB_SIZES

@@ -80,7 +80,7 @@ def test_task_tables_cover_the_choices():
 def test_every_field_is_documented_in_base():
     """Each field of the shared and the text sections is set in configs/base.py under a
     comment (a run of assignments may share one comment), and base sets nothing else."""
-    text = (pathlib.Path(__file__).parents[1] / "configs" / "base.py").read_text()
+    text = (pathlib.Path(__file__).parents[2] / "configs" / "base.py").read_text()
     lines = text.split("def get_config")[1].split("    return cfg\n")[0].splitlines()
     assigned = {}
     for i, line in enumerate(lines):
