@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from cofre_jax import checkpoint, diffusion
+from cofre_jax import checkpoint, diffusion, tasks
 from cofre_jax.config.typed import from_config_dict
 from cofre_jax.models import build_model, count_params
 from cofre_jax.models.dit import conditioning
@@ -81,12 +81,11 @@ def load(args):
         params, step = checkpoint.restore_model_params(config, args.workdir)
         return config, jax.device_get(params), f"trained: {args.workdir} step {step}"
     config = quickstart_fp_config(args.seq_len, args.hidden)
-    model = build_model(config.model, config.fixed_point)
+    task = tasks.get_task(config)
 
     @jax.jit
     def init():
-        z = jnp.zeros((1, config.data.seq_len), jnp.int32)
-        params = model.init(jax.random.PRNGKey(0), z, jnp.zeros((1,)), train=False)["params"]
+        params = task.init_params(jax.random.PRNGKey(0))
         leaves, treedef = jax.tree.flatten(params)
         keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
         noisy = [x + args.init_noise * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
