@@ -10,11 +10,11 @@ from __future__ import annotations
 
 # The tasks a config can describe: each has its own data and model sections
 # (cofre_jax/config/tasks.py), the other sections are shared.
-TASKS = ("text",)
+TASKS = ("text", "image")
 # model
-MODEL_KINDS = ("mdlm", "fp_mdlm")
+MODEL_KINDS = ("mdlm", "fp_mdlm", "maskgit", "fp_maskgit")
 # The task each model kind belongs to (keys: MODEL_KINDS); model.kind picks the task.
-MODEL_TASKS = {"mdlm": "text", "fp_mdlm": "text"}
+MODEL_TASKS = {"mdlm": "text", "fp_mdlm": "text", "maskgit": "image", "fp_maskgit": "image"}
 INJECTIONS = ("fpdm", "add")
 DTYPES = ("float32", "bfloat16")
 # diffusion.schedule: the noise schedule (cofre_jax/diffusion.py)
@@ -23,6 +23,8 @@ SCHEDULES = ("loglinear", "linear", "cosine")
 TOKENIZERS = ("gpt2", "byte", "synthetic")
 DATA_SOURCES = ("embedded", "text_files", "hf_folder", "tfds", "owt", "synthetic")
 RAW_SOURCES = ("text_files", "hf_folder", "tfds")
+# data.source of the image task (cofre_jax/config/image.py)
+IMAGE_SOURCES = ("fashion_mnist", "image_folder", "tfds")
 # optim.lr_schedule
 LR_SCHEDULES = ("constant", "cosine")
 # stage

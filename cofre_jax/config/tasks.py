@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from cofre_jax.config import text
+from cofre_jax.config import image, text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,5 +33,11 @@ TASK_SECTIONS = {
         model=text.ModelConfig,
         resolve=text.resolve_defaults,
         validate=text.validate,
+    ),
+    "image": TaskSections(
+        data=image.ImageDataConfig,
+        model=image.ImageModelConfig,
+        resolve=image.resolve_defaults,
+        validate=image.validate,
     ),
 }

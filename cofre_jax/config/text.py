@@ -16,7 +16,7 @@ from cofre_jax.config.choices import (
     DATA_SOURCES,
     DTYPES,
     INJECTIONS,
-    MODEL_KINDS,
+    MODEL_TASKS,
     RAW_SOURCES,
     TOKENIZERS,
 )
@@ -63,7 +63,8 @@ class ModelConfig:
         return self.hidden_size // self.num_heads
 
     def validate(self) -> None:
-        _check_choice("model.kind", self.kind, MODEL_KINDS)
+        text_kinds = tuple(k for k, task in MODEL_TASKS.items() if task == "text")
+        _check_choice("model.kind", self.kind, text_kinds)
         _check(self.vocab_size >= 3, "model.vocab_size", self.vocab_size, ">= 3")
         _check(self.hidden_size >= 1, "model.hidden_size", self.hidden_size, ">= 1")
         _check(self.num_layers >= 1, "model.num_layers", self.num_layers, ">= 1")

@@ -15,12 +15,18 @@ from cofre_jax.config.choices import MODEL_KINDS
 from cofre_jax.config.typed import FixedPointConfig, ModelConfig
 from cofre_jax.models.dit import DiT
 from cofre_jax.models.fp_mdlm import FPMDLM
+from cofre_jax.models.maskgit import FPMaskGIT, MaskGIT
 from cofre_jax.models.outputs import DenoiserOutput
 
 # One entry per cofre_jax.config.choices.MODEL_KINDS (tests/test_registries.py). Every
 # model is called as model(tokens_BxL, sigma_B, condition, *, train, ...) and returns a
 # DenoiserOutput; its class says whether it solves a fixed point and what a call costs.
-MODELS: dict[str, type[nn.Module]] = {"mdlm": DiT, "fp_mdlm": FPMDLM}
+MODELS: dict[str, type[nn.Module]] = {
+    "mdlm": DiT,
+    "fp_mdlm": FPMDLM,
+    "maskgit": MaskGIT,
+    "fp_maskgit": FPMaskGIT,
+}
 
 
 def model_class(config: ModelConfig) -> type[nn.Module]:
@@ -74,6 +80,8 @@ __all__ = [
     "MODEL_KINDS",
     "DenoiserOutput",
     "DiT",
+    "FPMaskGIT",
+    "MaskGIT",
     "block_cost",
     "build_model",
     "count_params",

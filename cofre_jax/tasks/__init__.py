@@ -2,7 +2,7 @@
 
 `get_task(config)` returns the config's task object, built once per config. Modes, the
 trainer and the sampler call the model, the loss and the metrics only through it, so a
-new modality adds a module here and an entry in TASKS, not branches elsewhere.
+new modality adds a module here and an entry in TASK_TYPES, not branches elsewhere.
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ import functools
 
 from cofre_jax.config.choices import TASKS
 from cofre_jax.config.typed import Config
+from cofre_jax.tasks.image import ImageTask
 from cofre_jax.tasks.text import TextTask
 
 # One entry per cofre_jax.config.choices.TASKS (tests/test_registries.py).
-TASK_TYPES = {"text": TextTask}
+TASK_TYPES = {"text": TextTask, "image": ImageTask}
 
 
 @functools.lru_cache(maxsize=32)
@@ -24,4 +25,4 @@ def get_task(config: Config):
     return TASK_TYPES[config.task].build(config)
 
 
-__all__ = ["TASK_TYPES", "TextTask", "get_task"]
+__all__ = ["TASK_TYPES", "ImageTask", "TextTask", "get_task"]

@@ -1,0 +1,104 @@
+"""The image task's base config (docs/method.md §2.7): a class-conditional MaskGIT over a
+grid of VQ codes, with the published training recipe. The shared sections (fixed_point,
+optim, train, sample, eval, mesh, ...) are configs/base.py's, documented there; this
+file replaces the text task's `model` and `data` sections and documents every field.
+
+Build on it: configs/imagenette_maskgit.py (MaskGIT-Large, 24 blocks),
+configs/imagenette_maskgit12.py, configs/imagenette.py (FP-MaskGIT 4/1/4) and the
+offline configs/quickstart_images.py.
+"""
+
+import ml_collections
+
+from configs import base
+
+
+def get_config() -> ml_collections.ConfigDict:
+    cfg = base.get_config()
+
+    # ---- model: the class-conditional MaskGIT (Halton-MaskGIT style) ----
+    cfg.model = ml_collections.ConfigDict()
+    # "maskgit" (an explicit stack of num_layers blocks) or "fp_maskgit" (the
+    # P -> G -> Fix(F) -> H stack with k_pre / k_fp / k_post blocks).
+    cfg.model.kind = "maskgit"
+    # Codes of the VQ tokenizer; the MASK id is codebook_size (the published VQ: 4096).
+    cfg.model.codebook_size = 4096
+    # Class labels; label num_classes is the null class of classifier-free guidance.
+    cfg.model.num_classes = 10
+    # Width of the residual stream, and of the class embedding that drives adaLN.
+    cfg.model.hidden_size = 1024
+    # maskgit: number of blocks (MaskGIT-Large: 24).
+    cfg.model.num_layers = 24
+    # Attention heads (hidden_size must divide by it).
+    cfg.model.num_heads = 16
+    # SwiGLU hidden width as a multiple of hidden_size.
+    cfg.model.mlp_ratio = 4
+    # Learned register tokens prepended to the codes (Halton-MaskGIT uses one).
+    cfg.model.register_tokens = 1
+    # Dropout on the attention and MLP branches (the published 0.1).
+    cfg.model.dropout = 0.1
+    # Training: a label is replaced by the null class with this probability.
+    cfg.model.label_dropout = 0.1
+    # Compute dtype of activations: "float32" or "bfloat16".
+    cfg.model.dtype = "bfloat16"
+    # Storage dtype of parameters (and optimiser state).
+    cfg.model.param_dtype = "float32"
+    # fp_maskgit: explicit blocks before and after the fixed point, and the weight-tied
+    # blocks inside it (the published 4 / 1 / 4).
+    cfg.model.k_pre = 4
+    cfg.model.k_fp = 1
+    cfg.model.k_post = 4
+    # How the injection u enters F: "fpdm" (fc1 over [h, u]) or "add" (h + u).
+    cfg.model.injection = "fpdm"
+
+    # ---- data: images, their labels and their codes ----
+    cfg.data = ml_collections.ConfigDict()
+    # "fashion_mnist" (offline, from the Debian package dataset-fashion-mnist),
+    # "image_folder" (one subfolder per class) or "tfds" (e.g. ImageNette).
+    cfg.data.source = "tfds"
+    # image_folder: the folder whose subfolders are the classes.
+    cfg.data.path = ""
+    # tfds: dataset name and data_dir.
+    cfg.data.tfds_name = "imagenette/full-size-v2"
+    cfg.data.tfds_data_dir = ""
+    # Where offline datasets and cached codes are kept ("" = ~/.cache/cofre_jax or
+    # $COFRE_CACHE).
+    cfg.data.cache_dir = ""
+    # Images are square: center crop, then resize to image_size x image_size.
+    cfg.data.image_size = 256
+    # 3 for RGB, 1 for grayscale.
+    cfg.data.channels = 3
+    # Classes of the dataset (ImageNette: 10).
+    cfg.data.num_classes = 10
+    # The tokenizer's code grid is grid_size x grid_size (the published VQ: 16 x 16).
+    cfg.data.grid_size = 16
+    # A trained or imported VQ tokenizer ("" until one exists).
+    cfg.data.tokenizer_path = ""
+    # Seed of the training order.
+    cfg.data.shuffle_buffer_seed = 0
+    # grain worker processes per host (0 = in the main process).
+    cfg.data.worker_count = 0
+    # Batches grain reads ahead per host.
+    cfg.data.prefetch_batches = 4
+
+    # ---- the published image recipe over the shared sections ----
+    cfg.optim.lr = 5e-4
+    cfg.optim.weight_decay = 0.03
+    cfg.optim.warmup_steps = 1500
+    cfg.optim.lr_schedule = "cosine"
+    cfg.train.batch_size = 128
+    cfg.train.num_steps = 50_000
+    cfg.eval.scorer = "none"  # images are scored by FID and IS, not by a scorer LM
+    return cfg
+
+
+def fp_maskgit_overlay(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """FP-MaskGIT (docs/method.md §2.7): 4 explicit blocks, 1 weight-tied block iterated
+    to a fixed point, 4 explicit blocks, trained with SJFB as FP-MDLM is."""
+    cfg.model.kind = "fp_maskgit"
+    cfg.model.k_pre, cfg.model.k_fp, cfg.model.k_post = 4, 1, 4
+    cfg.fixed_point.gradient = "sjfb"
+    cfg.fixed_point.nograd_min, cfg.fixed_point.nograd_max = 0, 4
+    cfg.fixed_point.grad_min, cfg.fixed_point.grad_max = 3, 6
+    cfg.fixed_point.solver = "picard"
+    return cfg

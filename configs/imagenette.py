@@ -1,0 +1,9 @@
+"""FP-MaskGIT on ImageNette (docs/method.md §2.7): MaskGIT-Large's width, 4 explicit
+blocks, 1 weight-tied block iterated to a fixed point, 4 explicit blocks (8 + N block
+passes per step)."""
+
+from configs import image_base
+
+
+def get_config():
+    return image_base.fp_maskgit_overlay(image_base.get_config())
