@@ -54,7 +54,7 @@ def _update(hasher, part: Any) -> None:
         hasher.update(f"{type(part).__name__}:{len(data)}:".encode() + data)
     else:  # an array (numpy or jax)
         array = np.ascontiguousarray(np.asarray(part))
-        hasher.update(f"array:{array.dtype.str}:{array.shape}:".encode())
+        hasher.update(f"array:{array.dtype.name}:{array.dtype.str}:{array.shape}:".encode())
         hasher.update(array.tobytes())
 
 
