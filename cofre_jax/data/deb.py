@@ -123,25 +123,34 @@ def _package_dir(asset: DebianAsset, cache_dir: Path) -> Path:
     return cache_dir / "debian" / f"{asset.package}_{asset.version}"
 
 
-def fetch_debian_asset(asset: DebianAsset, cache_dir: Path) -> dict[str, Path]:
+def fetch_debian_asset(
+    asset: DebianAsset, cache_dir: Path, *, deb_file: str | Path = ""
+) -> dict[str, Path]:
     """Member path -> cached file, downloading the package once if any file is missing.
 
-    Every sha256 is checked before anything is written, so a mismatch leaves the
-    cache untouched."""
+    `deb_file`, when given, is read instead of downloading (a .deb copied by hand onto
+    a machine without apt). Every sha256 is checked before anything is written, so a
+    mismatch leaves the cache untouched."""
     root = _package_dir(asset, cache_dir)
     paths = {member: root / member for member, _ in asset.members}
     if all(p.is_file() for p in paths.values()):
         return paths
-    print(
-        f"[cofre_jax] fetching Debian package {asset.package}={asset.version} into {root} "
-        "(one-time download)...",
-        flush=True,
-    )
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".download-") as tmp:
-        deb_path = apt_download(asset.package, asset.version, Path(tmp))
-        wanted = [member for member, _ in asset.members]
-        files = read_deb_members(deb_path.read_bytes(), wanted, what=deb_path.name)
+    wanted = [member for member, _ in asset.members]
+    if deb_file:
+        deb_path = Path(deb_file).expanduser()
+        if not deb_path.is_file():
+            raise AssetFetchError(f"Debian package file {str(deb_path)!r} does not exist")
+        files = read_deb_members(deb_path.read_bytes(), wanted, what=str(deb_path))
+    else:
+        print(
+            f"[cofre_jax] fetching Debian package {asset.package}={asset.version} into "
+            f"{root} (one-time download)...",
+            flush=True,
+        )
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".download-") as tmp:
+            deb_path = apt_download(asset.package, asset.version, Path(tmp))
+            files = read_deb_members(deb_path.read_bytes(), wanted, what=deb_path.name)
     for member, sha256 in asset.members:
         digest = hashlib.sha256(files[member]).hexdigest()
         if sha256 and digest != sha256:

@@ -80,3 +80,14 @@ def test_failed_apt_download_says_what_is_needed(tmp_path, monkeypatch):
     install_fake_apt(monkeypatch, tmp_path, None, stderr="E: Unable to locate package fake")
     with pytest.raises(AssetFetchError, match="Unable to locate package.*apt-get update"):
         deb.fetch_debian_asset(_asset(), tmp_path / "cache")
+
+
+def test_a_deb_file_given_by_hand_needs_no_apt(tmp_path, monkeypatch):
+    log = install_fake_apt(monkeypatch, tmp_path, None, stderr="E: must not be called")
+    copy = tmp_path / "by-hand.deb"
+    copy.write_bytes(fake_deb(FILES))
+    paths = deb.fetch_debian_asset(_asset(), tmp_path / "cache", deb_file=copy)
+    assert {m: p.read_bytes() for m, p in paths.items()} == {m: FILES[m] for m in WANTED}
+    assert not log.exists()
+    with pytest.raises(AssetFetchError, match="nope.deb' does not exist"):
+        deb.fetch_debian_asset(_asset("2.0-1"), tmp_path / "cache", deb_file=tmp_path / "nope.deb")

@@ -134,6 +134,17 @@ def test_resize_crops_the_centre_without_stretching():
     assert (out[..., 2] > 200).all() and (out[..., :2] < 50).all()
 
 
+def test_exif_orientation_is_applied(tmp_path):
+    # Stored 6 wide x 2 high, tagged "rotate 90 degrees": upright it is 2 wide x 6 high.
+    pixels = np.zeros((2, 6, 3), np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation
+    (tmp_path / "photos" / "a").mkdir(parents=True)
+    Image.fromarray(pixels).save(tmp_path / "photos" / "a" / "p.jpg", exif=exif)
+    split = images.load_image_folder(tmp_path / "photos", image_size=(6, 2), resize=False)
+    assert split.images_NxHxWxC.shape == (1, 6, 2, 3)
+
+
 def test_image_folder_errors_are_one_clear_line(tmp_path):
     with pytest.raises(DataNotFoundError, match="does not exist"):
         images.load_image_folder(tmp_path / "missing", image_size=4)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from cofre_jax.data.assets import atomic_write_bytes
+from cofre_jax.data.assets import atomic_write_bytes, resolve_cache_dir
 from cofre_jax.data.errors import DataError
 from cofre_jax.data.images.split import ImageSplit
 
@@ -134,7 +135,7 @@ def cached_codes(
     encode_fn: Callable[[np.ndarray], Any],
     *,
     encoder_fingerprint: str,
-    cache_dir: Path,
+    cache_dir: str | Path = "",
     batch_size: int = 256,
     check_batch: int = 8,
 ) -> np.ndarray:
@@ -142,7 +143,8 @@ def cached_codes(
 
     `encoder_fingerprint` must change whenever the encoder's output can change (use
     `fingerprint(params, settings)`); `check_batch` images are re-encoded to verify a
-    reused file (0 skips the check)."""
+    reused file (0 skips the check). `cache_dir` "" means $COFRE_CACHE or
+    ~/.cache/cofre_jax."""
     if not re.fullmatch(r"[0-9a-zA-Z_-]{8,}", encoder_fingerprint):
         raise DataError(
             f"encoder_fingerprint {encoder_fingerprint!r} must be at least 8 letters, digits, "
@@ -150,7 +152,7 @@ def cached_codes(
         )
     data_fp = data_fingerprint(split)
     stem = f"{_file_stem(split)}-{encoder_fingerprint[:16]}-{data_fp[:16]}"
-    path = Path(cache_dir) / "image_codes" / f"{stem}.npy"
+    path = resolve_cache_dir(os.fspath(cache_dir)) / "image_codes" / f"{stem}.npy"
     meta_path = path.with_suffix(".json")
     expected = {
         "version": CODES_VERSION,

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cofre_jax.data.errors import DataError, DataNotFoundError
 from cofre_jax.data.images.split import ImageSplit
@@ -45,7 +45,7 @@ def fit_image(
     if mode not in MODES:
         raise DataError(f"image mode {mode!r} is not one of {sorted(MODES)}")
     height, width = as_hw(image_size)
-    image = image.convert(mode)
+    image = ImageOps.exif_transpose(image).convert(mode)  # camera photos: upright first
     if image.size != (width, height):
         if not resize:
             raise DataError(

@@ -10,11 +10,12 @@ the values in C order. Images are 0x00000803 (N x 28 x 28), labels 0x00000801 (N
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
 
 import numpy as np
 
-from cofre_jax.data import deb
+from cofre_jax.data import assets, deb
 from cofre_jax.data.errors import DataError
 from cofre_jax.data.images.split import ImageSplit
 
@@ -23,7 +24,9 @@ IDX_LABELS_MAGIC = 0x00000801
 _GZIP_MAGIC = b"\x1f\x8b"
 
 _DIR = "usr/share/datasets/fashion-mnist"
-# Debian bookworm's package; the files are Zalando's originals (MIT licensed).
+# Debian bookworm's package (dataset-fashion-mnist_0.0~git20200523.55506a9-1_all.deb,
+# 30.9 MB, sha256 39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0);
+# the files are Zalando's originals (MIT licensed).
 # Pinned so the bytes never change; bump deliberately, with new hashes.
 FASHION_MNIST = deb.DebianAsset(
     "dataset-fashion-mnist",
@@ -106,9 +109,15 @@ def idx_split(images_path: Path, labels_path: Path, name: str) -> ImageSplit:
     )
 
 
-def load_fashion_mnist(cache_dir: Path) -> tuple[ImageSplit, ImageSplit]:
-    """(train 60000 x 28 x 28 x 1, test 10000 x 28 x 28 x 1), fetched once into `cache_dir`."""
-    paths = deb.fetch_debian_asset(FASHION_MNIST, Path(cache_dir))
+def load_fashion_mnist(
+    cache_dir: str | Path = "", *, deb_file: str | Path = ""
+) -> tuple[ImageSplit, ImageSplit]:
+    """(train 60000 x 28 x 28 x 1, test 10000 x 28 x 28 x 1), fetched once into the cache.
+
+    `cache_dir` "" means $COFRE_CACHE or ~/.cache/cofre_jax; `deb_file` is a copy of the
+    pinned .deb to read instead of running `apt-get download`."""
+    cache = assets.resolve_cache_dir(os.fspath(cache_dir))
+    paths = deb.fetch_debian_asset(FASHION_MNIST, cache, deb_file=deb_file)
     train = idx_split(
         paths[f"{_DIR}/train-images-idx3-ubyte.gz"],
         paths[f"{_DIR}/train-labels-idx1-ubyte.gz"],
