@@ -197,3 +197,16 @@ def test_fingerprints_cover_values_keys_and_shapes(tmp_path):
         images.cached_codes(
             _split(), lambda x: x[:, 0, 0, 0], encoder_fingerprint=base, cache_dir=tmp_path
         )
+
+
+def test_the_reuse_check_can_be_skipped_and_catches_a_new_grid(tmp_path):
+    split, encoder = _split(), Encoder()
+    images.cached_codes(split, encoder, encoder_fingerprint="enc-v1-abc", cache_dir=tmp_path)
+    seen = encoder.images_seen
+    images.cached_codes(
+        split, encoder, encoder_fingerprint="enc-v1-abc", cache_dir=tmp_path, check_batch=0
+    )
+    assert encoder.images_seen == seen
+    coarser = lambda x: x[:, ::4, ::4, 0].astype(np.int32)  # a 2x2 grid, same fingerprint
+    with pytest.raises(images.StaleCodesError, match=r"\(0.0% agree\)"):
+        images.cached_codes(split, coarser, encoder_fingerprint="enc-v1-abc", cache_dir=tmp_path)

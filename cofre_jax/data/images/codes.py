@@ -117,8 +117,11 @@ def _check_cached(
             f"{path}: cached codes of shape {codes_NxHxW.shape} do not fit "
             f"{expected['count']} images; delete the file to recompute"
         )
-    agreement = float(np.mean(codes_NxHxW[: len(first_B)] == first_B))
-    if first_B.shape[1:] != codes_NxHxW.shape[1:] or agreement < _MIN_AGREEMENT:
+    if not len(first_B):
+        return
+    same_grid = first_B.shape[1:] == codes_NxHxW.shape[1:]
+    agreement = float(np.mean(codes_NxHxW[: len(first_B)] == first_B)) if same_grid else 0.0
+    if agreement < _MIN_AGREEMENT:
         raise StaleCodesError(
             f"{path}: the encoder's codes for the first images differ from the cached ones "
             f"({agreement:.1%} agree): the encoder changed but its fingerprint did not; "
