@@ -1,0 +1,78 @@
+"""pytorch-fid's FID InceptionV3 in JAX against a PyTorch re-expression of it
+(tests/evaluation/inception_reference.py, torch.nn only: pytorch-fid needs torchvision),
+with random weights saved under pytorch-fid's key names and read by our loader.
+
+Letters: B batch, C channels, H/W height/width.
+"""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from inception_reference import random_fid_inception
+
+from cofre_jax.evaluation import inception
+
+IMAGES_BxCxHxW = np.random.default_rng(0).random((2, 3, 40, 52), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    model = random_fid_inception(torch.from_numpy(IMAGES_BxCxHxW))
+    path = tmp_path_factory.mktemp("inception") / "pt_inception.pth"
+    torch.save(model.state_dict(), path)
+    return model, path
+
+
+def test_features_and_logits_match_pytorch(reference):
+    model, path = reference
+    with torch.no_grad():
+        pool_t, logits_t = (t.numpy() for t in model(torch.from_numpy(IMAGES_BxCxHxW)))
+    params = inception.load_fid_inception(str(path))
+    pool, logits = inception.inception_forward_jit(params, IMAGES_BxCxHxW.transpose(0, 2, 3, 1))
+    assert pool.shape == (2, 2048) and logits.shape == (2, 1008)
+    # float32 through ~95 layers summed in another order (and BN folded): compare at 1e-4
+    # of each output's scale (measured: ~5e-6).
+    for ours, theirs in [(pool, pool_t), (logits, logits_t)]:
+        scale = np.abs(theirs).max()
+        np.testing.assert_allclose(np.asarray(ours), theirs, rtol=1e-4, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize(
+    "shape", [(2, 3, 28, 28), (1, 1, 300, 301), (2, 3, 299, 299), (1, 3, 640, 17)]
+)
+def test_preprocess_matches_torch_interpolate(shape):
+    x = np.random.default_rng(1).random(shape, dtype=np.float32)
+    want = F.interpolate(torch.from_numpy(x), size=(299, 299), mode="bilinear", align_corners=False)
+    want = (2 * want - 1).expand(-1, 3, -1, -1).numpy().transpose(0, 2, 3, 1)
+    ours = np.asarray(inception.preprocess(x.transpose(0, 2, 3, 1)))
+    np.testing.assert_allclose(ours, want, rtol=1e-5, atol=1e-5)
+
+
+def test_preprocess_takes_uint8_and_grayscale():
+    x = np.random.default_rng(2).integers(0, 256, (2, 28, 28), dtype=np.uint8)
+    a = np.asarray(inception.preprocess(x))
+    b = np.asarray(inception.preprocess(np.repeat(x[..., None] / 255.0, 3, axis=-1)))
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    assert a.shape == (2, 299, 299, 3) and a.min() >= -1 - 1e-6 and a.max() <= 1 + 1e-6
+
+
+def test_wrong_weight_file_is_one_clear_line(reference, tmp_path):
+    state = reference[0].state_dict()
+    del state["Mixed_6c.branch7x7dbl_3.bn.running_var"]
+    state["AuxLogits.fc.weight"] = torch.zeros(3)
+    path = tmp_path / "bad.pth"
+    torch.save(state, path)
+    with pytest.raises(inception.InceptionWeightsError) as info:
+        inception.load_fid_inception(str(path))
+    message = str(info.value)
+    assert "\n" not in message
+    assert "1 missing keys [Mixed_6c.branch7x7dbl_3.bn.running_var]" in message
+    assert "1 unexpected keys [AuxLogits.fc.weight]" in message
+
+
+def test_num_batches_tracked_is_optional(reference):
+    state = {k: v.numpy() for k, v in reference[0].state_dict().items()}
+    trimmed = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    assert len(trimmed) < len(state)
+    inception.params_from_state_dict(trimmed)
