@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from inception_reference import random_fid_inception
 
-from cofre_jax.evaluation import inception
+from cofre_jax.evaluation import fid, inception
 
 IMAGES_BxCxHxW = np.random.default_rng(0).random((2, 3, 40, 52), dtype=np.float32)
 
@@ -24,11 +24,15 @@ def reference(tmp_path_factory):
     return model, path
 
 
-def test_features_and_logits_match_pytorch(reference):
-    model, path = reference
+@pytest.fixture(scope="module")
+def params(reference):
+    return inception.load_fid_inception(str(reference[1]))
+
+
+def test_features_and_logits_match_pytorch(reference, params):
+    model, _ = reference
     with torch.no_grad():
         pool_t, logits_t = (t.numpy() for t in model(torch.from_numpy(IMAGES_BxCxHxW)))
-    params = inception.load_fid_inception(str(path))
     pool, logits = inception.inception_forward_jit(params, IMAGES_BxCxHxW.transpose(0, 2, 3, 1))
     assert pool.shape == (2, 2048) and logits.shape == (2, 1008)
     # float32 through ~95 layers summed in another order (and BN folded): compare at 1e-4
@@ -36,6 +40,17 @@ def test_features_and_logits_match_pytorch(reference):
     for ours, theirs in [(pool, pool_t), (logits, logits_t)]:
         scale = np.abs(theirs).max()
         np.testing.assert_allclose(np.asarray(ours), theirs, rtol=1e-4, atol=1e-4 * scale)
+
+
+def test_inception_extractor_batches_match_pytorch(reference, params):
+    # Three images in batches of two (the last one padded): the compiled shape is the
+    # parity test's, so nothing is compiled again.
+    images_NxHxWxC = np.random.default_rng(3).random((3, 40, 52, 3), dtype=np.float32)
+    extractor = fid.inception_extractor(params, weights_fingerprint="random")
+    ours = fid.extract_features(extractor.fn, images_NxHxWxC, batch_size=2)
+    with torch.no_grad():
+        theirs = reference[0](torch.from_numpy(images_NxHxWxC.transpose(0, 3, 1, 2)))[0].numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4 * np.abs(theirs).max())
 
 
 @pytest.mark.parametrize(
