@@ -11,8 +11,9 @@ scaled to [-1, 1]. Outputs: the 2048-d pool3 features (FID) and the 1008 logits 
 fc layer (Inception Score).
 
 The weights are the user's `pt_inception-2015-12-05-6726825d.pth` (a plain
-`torch.save` state dict, read by `cofre_jax.io.load_checkpoint` without torch); nothing
-is downloaded. Each BasicConv2d (conv without bias, BatchNorm with eps 0.001, ReLU) is
+`torch.save` state dict, read without torch by `cofre_jax.io.load_checkpoint`, or by
+cofre_jax/evaluation/torch_legacy.py when it is in the pre-1.6 format); nothing is
+downloaded. Each BasicConv2d (conv without bias, BatchNorm with eps 0.001, ReLU) is
 folded into one conv with a bias at load time, in float64.
 
 Layout inside is NHWC with HWIO kernels. Legend: B batch, H/W height/width, C channels,
@@ -28,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cofre_jax.evaluation.torch_legacy import is_legacy_torch_file, load_legacy_torch
 from cofre_jax.io import load_checkpoint
 
 BN_EPS = 0.001
@@ -252,5 +254,8 @@ def params_from_state_dict(state: dict[str, Any], source: str = "state dict") ->
 
 def load_fid_inception(path: str) -> dict[str, Any]:
     """pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` (a file the user gives) as
-    folded params for `inception_forward`."""
-    return params_from_state_dict(load_checkpoint(path), source=str(path))
+    folded params for `inception_forward`. Zip-format files are read by
+    `cofre_jax.io.load_checkpoint`, legacy pre-1.6 ones by `torch_legacy`."""
+    path = str(path)
+    state = load_legacy_torch(path) if is_legacy_torch_file(path) else load_checkpoint(path)
+    return params_from_state_dict(state, source=path)

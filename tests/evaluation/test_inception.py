@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from inception_reference import random_fid_inception
 
-from cofre_jax.evaluation import fid, inception
+from cofre_jax.evaluation import fid, inception, torch_legacy
+from cofre_jax.io import TorchCheckpointError
 
 IMAGES_BxCxHxW = np.random.default_rng(0).random((2, 3, 40, 52), dtype=np.float32)
 
@@ -91,3 +92,27 @@ def test_num_batches_tracked_is_optional(reference):
     trimmed = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
     assert len(trimmed) < len(state)
     inception.params_from_state_dict(trimmed)
+
+
+def test_legacy_format_file_loads_the_same(reference, params, tmp_path):
+    # pytorch-fid's weight file predates torch 1.6's zip format.
+    path = tmp_path / "legacy.pth"
+    torch.save(reference[0].state_dict(), path, _use_new_zipfile_serialization=False)
+    assert torch_legacy.is_legacy_torch_file(str(path))
+    assert not torch_legacy.is_legacy_torch_file(str(reference[1]))
+    legacy = inception.load_fid_inception(str(path))
+    assert fid.fingerprint_arrays(legacy) == fid.fingerprint_arrays(params)
+
+
+def test_legacy_reader_refuses_arbitrary_objects(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"x": torch.ones(2), "f": np.dtype}, path, _use_new_zipfile_serialization=False)
+    with pytest.raises(TorchCheckpointError, match="refusing to unpickle"):
+        torch_legacy.load_legacy_torch(str(path))
+    # Views and mixed dtypes come back as torch saved them.
+    base = torch.arange(12, dtype=torch.float64)
+    state = {"view": base[2:8].view(2, 3).t(), "half": torch.ones(3, dtype=torch.bfloat16)}
+    torch.save(state, path, _use_new_zipfile_serialization=False)
+    got = torch_legacy.load_legacy_torch(str(path))
+    np.testing.assert_array_equal(got["view"], state["view"].numpy())
+    np.testing.assert_array_equal(got["half"], np.ones(3, np.float32))
