@@ -189,11 +189,33 @@ def fid_from_features(features_NxF, reference: FeatureStats, label: str, **kw) -
 
 
 def compute_fid(
-    images, extractor: FeatureExtractor, reference: FeatureStats, batch_size=50, progress=None
+    images,
+    extractor: FeatureExtractor,
+    reference: FeatureStats,
+    batch_size: int = 50,
+    progress: Progress | None = None,
+    method: str = "sqrtm",
 ) -> FIDResult:
     """The distance named `extractor.label` between `images` and the reference."""
     features = extract_features(extractor.fn, images, batch_size, progress)
-    return fid_from_features(features, reference, extractor.label)
+    return fid_from_features(features, reference, extractor.label, method=method)
+
+
+def inception_fid_and_score(
+    images,
+    params: dict[str, Any],
+    reference: FeatureStats,
+    batch_size: int = 50,
+    splits: int = 10,
+    progress: Progress | None = None,
+    method: str = "sqrtm",
+) -> tuple[FIDResult, tuple[float, float]]:
+    """FID against `reference` and the Inception Score (mean, std), from one pass of
+    pytorch-fid's Inception (`inception.load_fid_inception` params) over `images`."""
+    fn = lambda x: inception.inception_forward_jit(params, x)  # noqa: E731
+    pool_NxF, logits_NxK = extract_features(fn, images, batch_size, progress)
+    result = fid_from_features(pool_NxF, reference, FID_LABEL, method=method)
+    return result, inception_score(logits_NxK, splits)
 
 
 def inception_score(logits_NxK, splits: int = 10) -> tuple[float, float]:

@@ -54,6 +54,21 @@ def test_inception_extractor_batches_match_pytorch(reference, params):
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4 * np.abs(theirs).max())
 
 
+@pytest.mark.slow  # the 2048-d Frechet distance alone takes ~25 s on 2 busy cores
+def test_fid_and_inception_score_in_one_pass(params):
+    images_NxHxWxC = np.random.default_rng(4).random((4, 40, 52, 3), dtype=np.float32)
+    extractor = fid.inception_extractor(params, weights_fingerprint="random")
+    reference = fid.image_statistics(images_NxHxWxC[:2], extractor, batch_size=2)
+    result, (is_mean, is_std) = fid.inception_fid_and_score(
+        images_NxHxWxC, params, reference, batch_size=2, splits=2, method="eigh"
+    )
+    assert result.label == "FID" and result.count == 4 and result.value > 0
+    logits = fid.extract_features(lambda x: inception.inception_forward_jit(params, x)[1],
+                                  images_NxHxWxC, batch_size=2)  # fmt: skip
+    assert (is_mean, is_std) == pytest.approx(fid.inception_score(logits, splits=2))
+    assert 1.0 <= is_mean <= 2.0
+
+
 @pytest.mark.parametrize(
     "shape", [(2, 3, 28, 28), (1, 1, 300, 301), (2, 3, 299, 299), (1, 3, 640, 17)]
 )
