@@ -12,7 +12,7 @@ fc layer (Inception Score).
 
 The weights are the user's `pt_inception-2015-12-05-6726825d.pth` (a plain
 `torch.save` state dict, read without torch by `cofre_jax.io.load_checkpoint`, or by
-cofre_jax/evaluation/torch_legacy.py when it is in the pre-1.6 format); nothing is
+cofre_jax/io/torch_legacy.py when it is in the pre-1.6 format); nothing is
 downloaded. Each BasicConv2d (conv without bias, BatchNorm with eps 0.001, ReLU) is
 folded into one conv with a bias at load time, in float64.
 
@@ -29,8 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cofre_jax.evaluation.torch_legacy import is_legacy_torch_file, load_legacy_torch
 from cofre_jax.io import load_checkpoint
+from cofre_jax.io.torch_legacy import is_legacy_torch_file, load_legacy_torch
 
 BN_EPS = 0.001
 INPUT_SIZE = 299

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from inception_reference import random_fid_inception
 
-from cofre_jax.evaluation import fid, inception, torch_legacy
-from cofre_jax.io import TorchCheckpointError
+from cofre_jax.evaluation import fid, inception
+from cofre_jax.io import TorchCheckpointError, torch_legacy
 
 IMAGES_BxCxHxW = np.random.default_rng(0).random((2, 3, 40, 52), dtype=np.float32)
 
