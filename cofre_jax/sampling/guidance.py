@@ -23,6 +23,8 @@ uses w i (1 - eps) / T: no guidance at the first step, rising to about w (T - 1)
 the last. This is the ramp of Besnier's MaskGIT-pytorch (w i / (T - 1)) up to its end
 value; Halton-MaskGIT's released sampler keeps w constant. Either way w = 0 is the
 conditional model exactly, and each guided call is still one denoiser call on 2B rows.
+A ramped guided denoiser depends on t: give the ancestral sampler reuse_logits=False
+(its logits cache assumes a t-free denoiser).
 
 The FP sampler. `make_guided_fp_denoise_fn` does the same for an `FPDenoiseFn`: one
 solve on the 2B rows (the batched solver runs until its slowest row, conditional or

@@ -22,7 +22,6 @@ from cofre_jax.sampling import (
     ancestral_update,
     arccos_mask_counts,
     arccos_reveal_counts,
-    confidence_update,
     fp_sample,
     halton_order,
     make_reveal_fn,
@@ -160,27 +159,6 @@ def test_halton_rule_token_temperature():
     assert HaltonReveal(3, 4, 2, temperature=[2, 0.5]).temperature == (2.0, 0.5)  # hashable
     with pytest.raises(ValueError, match="temperature"):
         HaltonReveal(3, 4, 2, temperature=(1.0, 0.0))
-
-
-def test_annealed_confidence_at_tau_0_is_greedy_confidence_exactly():
-    steps, length = 4, 12
-    rule = AnnealedConfidence(steps, tau=0.0, counts="schedule")
-    greedy = lambda *a, **k: confidence_update(*a, **k, temperature=0.0)  # noqa: E731
-    z_BxL = jnp.full((3, length), MASK, jnp.int32)
-    for a, b in zip(_run_rule(rule, z_BxL, steps), _run_rule(greedy, z_BxL, steps)):
-        np.testing.assert_array_equal(a, b)
-
-
-def test_confidence_update_defaults_are_the_time_driven_rule():
-    z_BxL = jnp.full((3, 12), MASK, jnp.int32).at[:, 0].set(1)
-    lp, key, t, s = _log_probs(7, 3, 12), jax.random.PRNGKey(2), 0.6, 0.3
-    kw = dict(mask_prob_fn=SCHEDULE.mask_prob, mask_id=MASK)
-    default = confidence_update(key, z_BxL, lp, t, s, **kw)
-    keep = jnp.floor(SCHEDULE.mask_prob(jnp.float32(s)) * 12)
-    explicit = confidence_update(
-        key, z_BxL, lp, t, s, **kw, noise_scale=4.5 * jnp.float32(t), keep=keep
-    )
-    np.testing.assert_array_equal(default, explicit)
 
 
 def test_annealed_confidence_keeps_the_arccos_counts():
