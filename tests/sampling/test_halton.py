@@ -80,16 +80,22 @@ def test_arccos_counts_follow_the_formula(length, steps):
     assert reveal_T.sum() == length and (reveal_T >= 1).all()
     # M_i = min(L - floor(L (1 - arccos(i/T) / (pi/2))), M_{i-1} - 1).
     for i in range(1, steps + 1):
-        raw = length - int(np.floor(length * (1 - np.arccos(i / steps) / (np.pi / 2))))
+        real = length * (1 - np.arccos(i / steps) / (np.pi / 2))
+        raw = length - int(np.floor(real + 1e-9))
         assert masks_T1[i] == min(raw, masks_T1[i - 1] - 1)
     if steps == length:
         np.testing.assert_array_equal(reveal_T, 1)
 
 
-def test_arccos_counts_equal_the_plain_formula_when_steps_are_few():
-    # 16 x 16 in 8 steps (the min never binds): Halton-MaskGIT's int((1 - r(i)) L).
-    revealed_T = [int((1 - np.arccos(i / 8) / (np.pi / 2)) * 256) for i in range(1, 9)]
-    np.testing.assert_array_equal(256 - arccos_mask_counts(256, 8)[1:], revealed_T)
+@pytest.mark.parametrize("length, steps", [(256, 8), (256, 64), (256, 256), (6, 2), (49, 49)])
+def test_arccos_counts_equal_halton_maskgit_s(length, steps):
+    # Halton-MaskGIT reveals max(i, int((1 - r(i)) L)) tokens by step i; (6, 2) has the
+    # integer value L / 3 at i / T = 1/2, which the guard floors to 2, not 1.
+    revealed_T = [
+        max(i, int((1 - np.arccos(i / steps) / (np.pi / 2)) * length + 1e-9))
+        for i in range(1, steps + 1)
+    ]
+    np.testing.assert_array_equal(length - arccos_mask_counts(length, steps)[1:], revealed_T)
     with pytest.raises(ValueError, match="steps <= length"):
         arccos_mask_counts(12, 13)
 
