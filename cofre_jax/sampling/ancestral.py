@@ -2,7 +2,8 @@
 
 The sampler is `make_ancestral_transition` (one step t -> s) run by `loop.run_transitions`
 over `loop.ancestral_times`: each step calls the denoiser on (z_t, t), filters the
-log-probs by top-p and reveals tokens with `reveal.ancestral_update`. `steps` steps make
+log-probs by top-p and reveals tokens with `reveal_fn` (default `reveal.ancestral_update`;
+any `RevealFn`, e.g. the image rules of `sampling.halton`). `steps` steps make
 at most `steps` network calls (the last step ends at the clean time 0, see `loop`).
 `ancestral_sample_with_budget` puts MDLM on the block-pass budget interface of
 `sampling.budget` shared with the FP sampler.
@@ -36,7 +37,7 @@ from cofre_jax.diffusion import NEG_INF
 from cofre_jax.sampling.budget import BudgetPlan
 from cofre_jax.sampling.loop import SampleState, Transition, ancestral_times, run_transitions
 from cofre_jax.sampling.noise import top_p_filter
-from cofre_jax.sampling.reveal import MaskProbFn, ancestral_update
+from cofre_jax.sampling.reveal import MaskProbFn, RevealFn, ancestral_update, check_reveal_steps
 
 # (params, z_BxL, t_B, cond) -> log_probs_BxLxV, SUBS applied (MASK column NEG_INF);
 # cond is a pytree of arrays or None.
@@ -63,6 +64,7 @@ def make_ancestral_transition(
     top_p: float = 1.0,
     reuse_logits: bool = True,
     cond: Any = None,
+    reveal_fn: RevealFn = ancestral_update,
 ) -> Transition:
     """MDLM's step as a pure `(SampleState, t, s) -> SampleState`.
 
@@ -91,7 +93,7 @@ def make_ancestral_transition(
             log_probs_BxLxV = network(state.z_BxL, t)
             calls = state.network_calls + jnp.int32(1)
         key, step_key = jax.random.split(state.key)
-        z_BxL = ancestral_update(
+        z_BxL = reveal_fn(
             step_key,
             state.z_BxL,
             log_probs_BxLxV,
@@ -135,6 +137,7 @@ def init_state(
         "mask_prob_fn",
         "top_p",
         "reuse_logits",
+        "reveal_fn",
     ),
 )
 def ancestral_sample(
@@ -152,6 +155,7 @@ def ancestral_sample(
     final_eps: float | jax.Array = 1e-5,
     z_init_BxL: jax.Array | None = None,
     cond: Any = None,
+    reveal_fn: RevealFn = ancestral_update,
 ) -> SampleOutput:
     """MDLM ancestral sampling of batch_size sequences in `steps` steps (jitted).
 
@@ -159,10 +163,12 @@ def ancestral_sample(
     objects to reuse the compilation); params, key, final_eps, z_init_BxL and cond are
     traced. z_init_BxL (optional, shape (batch_size, seq_len)) starts from a partly
     visible sequence, e.g. for infilling; its visible tokens are kept. Default: all MASK.
-    cond (a pytree of arrays, or None) is handed to every denoiser call.
+    cond (a pytree of arrays, or None) is handed to every denoiser call. reveal_fn
+    (static) is the reveal rule; a step-indexed one must be built for `steps`.
     """
     if batch_size < 1 or seq_len < 1:
         raise ValueError(f"batch_size and seq_len must be >= 1, got {batch_size}, {seq_len}")
+    check_reveal_steps(reveal_fn, steps)
     if z_init_BxL is None:
         z_BxL = jnp.full((batch_size, seq_len), mask_id, jnp.int32)
     else:
@@ -180,6 +186,7 @@ def ancestral_sample(
         top_p=top_p,
         reuse_logits=reuse_logits,
         cond=cond,
+        reveal_fn=reveal_fn,
     )
     state = init_state(denoise_fn, params, z_BxL, key, cond)
     state = run_transitions(transition, state, ancestral_times(steps, final_eps))
@@ -198,7 +205,8 @@ def ancestral_sample_with_budget(
     `plan` comes from `budget.plan_budget(B, StepCost.for_model(mdlm_config), ...)`: T =
     plan.steps denoiser calls of plan.cost.base (= num_layers) block passes each, so at
     most B. Skipped calls (the logits cache) are not spent. kwargs go to
-    `ancestral_sample` (batch_size, seq_len, mask_id, mask_prob_fn, top_p, cond, ...).
+    `ancestral_sample` (batch_size, seq_len, mask_id, mask_prob_fn, top_p, cond,
+    reveal_fn, ...).
     """
     if plan.cost.per_iteration != 0:
         raise ValueError(

@@ -22,6 +22,7 @@ from cofre_jax.sampling import budget
 from cofre_jax.sampling.ancestral import ancestral_sample_with_budget
 from cofre_jax.sampling.denoisers import make_fp_denoise_fn, make_mdlm_denoise_fn
 from cofre_jax.sampling.fixed_point import fp_sample
+from cofre_jax.sampling.reveal import RevealFn, ancestral_update
 from cofre_jax.sampling.warm_start import ReuseCoefficients
 
 # The samplers are jitted with their denoiser as a static argument, hashed by identity.
@@ -87,10 +88,12 @@ def draw_samples(
     seed: int,
     mesh: Mesh | None = None,
     cond: Any = None,
+    reveal_fn: RevealFn = ancestral_update,
 ) -> Samples:
     """`num_samples` sequences by the model's budgeted sampler (MDLM ancestral or FP),
     split over `mesh` (default: config.mesh) like a train batch when they divide; cond
-    is the samplers' condition (None: unconditional, as for text)."""
+    is the samplers' condition (None: unconditional, as for text); reveal_fn the reveal
+    rule (`rules.make_reveal_fn(..., steps=plan.steps)` for a step-indexed one)."""
     sc, m = config.sample, config.model
     mesh = mesh if mesh is not None else sharding.make_mesh(config.mesh)
     schedule = diffusion.make_schedule(config.diffusion.schedule, config.diffusion.eps)
@@ -111,6 +114,7 @@ def draw_samples(
         final_eps=sc.final_eps,
         z_init_BxL=z_BxL,
         cond=cond,
+        reveal_fn=reveal_fn,
     )
     key = jax.random.PRNGKey(seed)
     if not model_class(m).is_fixed_point:

@@ -7,8 +7,9 @@ h*_prev, the iteration bank, per-step solver stats) from step to step. Each step
    the warm start (`warm_start`: cold, reuse or 3SR, docs/method.md §2.5); every mode
    starts the first step cold;
 2. runs the denoiser with an iteration cap N_i + bank (N_i from the budget plan);
-3. reveals tokens with a swappable rule (`reveal.ancestral_update`, MDLM's; or
-   `reveal.confidence_update`, MaskGIT's) from the top-p filtered log-probs.
+3. reveals tokens with a swappable rule (`reveal.ancestral_update`, MDLM's;
+   `reveal.confidence_update`, MaskGIT's; the image rules of `sampling.halton`, built
+   for the plan's steps) from the top-p filtered log-probs.
 
 Budget and adaptive stopping. The plan (`sampling.budget`) fixes N_i with
 sum_i base + N_i per_iteration <= B. The denoiser's solver may stop a sequence early
@@ -53,7 +54,7 @@ from cofre_jax.fixed_point import SolverStats
 from cofre_jax.sampling.budget import BudgetPlan, StepCost
 from cofre_jax.sampling.loop import Transition, ancestral_times, run_transitions
 from cofre_jax.sampling.noise import top_p_filter
-from cofre_jax.sampling.reveal import MaskProbFn, RevealFn, ancestral_update
+from cofre_jax.sampling.reveal import MaskProbFn, RevealFn, ancestral_update, check_reveal_steps
 from cofre_jax.sampling.warm_start import (
     PUBLISHED_3SR,
     ReuseCoefficients,
@@ -171,6 +172,7 @@ def fp_sample_fn(
         raise ValueError(f"iterations_T must be a non-empty 1-d array, got {iterations_T.shape}")
     z_BxL = jnp.asarray(z_init_BxL, jnp.int32)
     (batch, length), steps = z_BxL.shape, iterations_T.shape[0]
+    check_reveal_steps(reveal_fn, steps)
     transition = make_fp_transition(
         fp_denoise_fn,
         params,

@@ -1,15 +1,36 @@
-"""Classifier-free guidance: w = 0 is the conditional model exactly, one batched denoiser
-call per guided call, and the combination formula on a hand-made denoiser.
+"""Classifier-free guidance: w = 0 is the conditional model exactly (constant or ramped
+w), one batched denoiser call per guided call, the combination formula on a hand-made
+denoiser, and guided FP sampling (budget of the conditional passes, doubled real cost).
 
 Shape legend: B batch, L length, V vocabulary (MASK included).
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
+from sampler_fixtures import SCHEDULE, TOY_MASK, D, toy_params
 
+from cofre_jax import diffusion, fixed_point
 from cofre_jax.diffusion import NEG_INF
-from cofre_jax.sampling import Guided, ancestral_sample, make_guided_denoise_fn
+from cofre_jax.sampling import (
+    GUIDANCE_RAMPS,
+    AnnealedConfidence,
+    FPDenoiseOutput,
+    Guided,
+    HaltonReveal,
+    StepCost,
+    ancestral_sample,
+    ancestral_update,
+    block_passes_with_guidance,
+    fp_sample,
+    guidance_scale,
+    make_guided_denoise_fn,
+    make_guided_fp_denoise_fn,
+    plan_budget,
+)
 
 V, L = 5, 3
 MASK = V - 1
@@ -81,3 +102,81 @@ def test_guidance_combines_conditional_and_null_log_probs():
             np.testing.assert_allclose(guided_BxLxV[b, i, :MASK], want_V, rtol=1e-5, atol=1e-5)
             assert guided_BxLxV[b, i, MASK] == NEG_INF
     np.testing.assert_allclose(np.exp(guided_BxLxV).sum(-1), 1.0, rtol=1e-6)
+
+
+def test_zero_scale_is_the_conditional_model_under_a_ramp_too():
+    cond_BxLxV = labelled_denoiser(PARAMS, Z_BxL, T_B, LABELS)
+    ramped = jax.jit(make_guided_denoise_fn(labelled_denoiser, _null, mask_id=MASK, ramp="linear"))
+    for t in (1.0, 0.5, 0.01):
+        t_B = jnp.full((2,), t)
+        guided_BxLxV = ramped(PARAMS, Z_BxL, t_B, Guided(LABELS, jnp.float32(0.0)))
+        np.testing.assert_array_equal(guided_BxLxV, labelled_denoiser(PARAMS, Z_BxL, t_B, LABELS))
+    # At t = 1 the linear ramp gives w = 0 whatever w_max: the conditional model.
+    first_BxLxV = ramped(PARAMS, Z_BxL, jnp.ones((2,)), Guided(LABELS, jnp.float32(3.0)))
+    np.testing.assert_array_equal(first_BxLxV, cond_BxLxV)
+
+
+def test_linear_ramp_is_w_times_one_minus_t():
+    ramped = jax.jit(make_guided_denoise_fn(labelled_denoiser, _null, mask_id=MASK, ramp="linear"))
+    t_B = jnp.array([0.25, 0.75])
+    got_BxLxV = ramped(PARAMS, Z_BxL, t_B, Guided(LABELS, jnp.float32(2.0)))
+    want_BxLxV = _guided(PARAMS, Z_BxL, t_B, Guided(LABELS, jnp.array([1.5, 0.5])))
+    np.testing.assert_allclose(got_BxLxV, want_BxLxV, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(guidance_scale(2.0, t_B, "constant"), [2.0, 2.0])
+    with pytest.raises(ValueError, match="valid"):
+        make_guided_denoise_fn(labelled_denoiser, _null, mask_id=MASK, ramp="cosine")
+
+
+def labelled_fp_denoiser(params, z_BxL, t_B, cond, h0_fn, num_iterations, *, tol):
+    """The toy FP denoiser (tests/sampler_fixtures.py) with h_pre shifted per label."""
+    h_pre_BxLxD = params["embed_VxD"][z_BxL] + 0.1 * cond["label_B"][:, None, None]
+    c_Bx1x1 = jnp.where(t_B > 0.4, 0.01, 0.9)[:, None, None]
+    h0_BxLxD = h_pre_BxLxD if h0_fn is None else h0_fn(h_pre_BxLxD)
+    spec = fixed_point.SolverSpec(method="picard", tol=tol, max_iter=1)
+    h_BxLxD, stats = fixed_point.solve(
+        lambda p, h, x: x[1] * h + x[0], None, h0_BxLxD, (h_pre_BxLxD, c_Bx1x1), spec,
+        max_iter=num_iterations,
+    )  # fmt: skip
+    logits_BxLxV = jnp.einsum("bld,dv->blv", h_BxLxD, params["head_DxV"])
+    log_probs = diffusion.subs_log_probs(logits_BxLxV, z_BxL, TOY_MASK)
+    return FPDenoiseOutput(log_probs, h_BxLxD, stats)
+
+
+FP_EXACT = functools.partial(labelled_fp_denoiser, tol=0.0)
+FP_ADAPTIVE = functools.partial(labelled_fp_denoiser, tol=1e-3)
+FP_LABELS = {"label_B": jnp.array([0, 3, 5], jnp.int32)}
+
+
+def _fp_run(denoise_fn, plan, cond, hidden_size, reveal_fn=ancestral_update):
+    return fp_sample(
+        denoise_fn, toy_params(), jax.random.PRNGKey(4), plan, batch_size=3, seq_len=12,
+        hidden_size=hidden_size, mask_id=TOY_MASK, mask_prob_fn=SCHEDULE.mask_prob,
+        reveal_fn=reveal_fn, cond=cond,
+    )  # fmt: skip
+
+
+def test_guided_fp_sampling_at_zero_scale_is_the_conditional_run():
+    # tol 0: every step runs its cap on every row, so the conditional rows of the doubled
+    # batch (each half warm-started from its own h*, 3SR) are the unguided run exactly.
+    plan = plan_budget(40, StepCost(2, 1), steps=4, schedule="decreasing")
+    plain = _fp_run(FP_EXACT, plan, FP_LABELS, D)
+    for ramp in GUIDANCE_RAMPS:
+        guided_fn = make_guided_fp_denoise_fn(FP_EXACT, _null, mask_id=TOY_MASK, ramp=ramp)
+        guided = _fp_run(guided_fn, plan, Guided(FP_LABELS, jnp.float32(0.0)), 2 * D)
+        np.testing.assert_array_equal(guided.tokens_BxL, plain.tokens_BxL)
+        np.testing.assert_array_equal(guided.residual_TxB, plain.residual_TxB)
+        assert int(guided.block_passes) == int(plain.block_passes)
+
+
+def test_guided_fp_sampling_stays_within_budget_and_reports_the_doubled_cost():
+    cost = StepCost(2, 1)
+    guided_fn = make_guided_fp_denoise_fn(FP_ADAPTIVE, _null, mask_id=TOY_MASK, ramp="linear")
+    rules = (ancestral_update, HaltonReveal(3, 4, 4), AnnealedConfidence(4, tau=1.0))
+    for budget, rule in zip((16, 40, 80), rules):
+        plan = plan_budget(budget, cost, steps=4, schedule="decreasing")
+        out = _fp_run(guided_fn, plan, Guided(FP_LABELS, jnp.float32(2.0)), 2 * D, rule)
+        spent = int(out.block_passes)  # the conditional network's passes
+        assert spent == cost.total(4, int(np.sum(out.evals_T))) <= plan.budget
+        assert block_passes_with_guidance(spent) == 2 * spent
+        assert int(block_passes_with_guidance(out.block_passes)) == 2 * spent
+        assert not (np.asarray(out.tokens_BxL) == TOY_MASK).any()
