@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cofre_jax import diffusion, fixed_point, modes, stages, tasks, train
+from cofre_jax import diffusion, fixed_point, modes, sampling, stages, tasks, train
 from cofre_jax.config import choices
 from cofre_jax.config.typed import from_config_dict
 from cofre_jax.data import sources
@@ -36,6 +36,8 @@ def test_dict_registries_match_their_tuples():
     assert tuple(stages.STAGES) == choices.STAGE_KINDS
     assert tuple(text_task._STAGE_LOSSES) == choices.STAGE_KINDS
     assert set(stages._DIVERGENCES) == set(choices.DIVERGENCES)
+    assert tuple(sampling.rules._REVEAL_RULES) == choices.REVEAL_RULES
+    assert tuple(sampling.guidance._RAMPS) == choices.GUIDANCE_RAMPS
     assert tuple(solvers._METHODS) == choices.SOLVER_METHODS
     # Document sources: what --mode=prepare reads (data.raw_source) plus the embedded
     # corpus; owt and synthetic are read by cofre_jax.data.pipeline itself.

@@ -48,11 +48,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from cofre_jax.config.choices import GUIDANCE_RAMPS
 from cofre_jax.diffusion import NEG_INF
 from cofre_jax.sampling.ancestral import DenoiseFn
 from cofre_jax.sampling.fixed_point import FPDenoiseFn, FPDenoiseOutput
 
-GUIDANCE_RAMPS = ("constant", "linear")
 # Rows per sample of a guided call: the conditional row and the null row.
 GUIDANCE_PASS_FACTOR = 2
 
@@ -81,12 +81,17 @@ def guide(cond_BxLxV: jax.Array, null_BxLxV: jax.Array, scale, mask_id: int) -> 
 def guidance_scale(scale, t_B: jax.Array, ramp: str = "constant") -> jax.Array:
     """w per row at the denoiser's time t_B: w ("constant") or w (1 - t) ("linear"),
     float32 of shape (B,)."""
+    if ramp not in _RAMPS:
+        raise ValueError(f"unknown guidance ramp {ramp!r}; valid: {GUIDANCE_RAMPS}")
     w_B = jnp.broadcast_to(jnp.asarray(scale, jnp.float32), t_B.shape)
-    if ramp == "constant":
-        return w_B
-    if ramp == "linear":
-        return w_B * (1.0 - t_B.astype(jnp.float32))
-    raise ValueError(f"unknown guidance ramp {ramp!r}; valid: {GUIDANCE_RAMPS}")
+    return _RAMPS[ramp](w_B, t_B.astype(jnp.float32))
+
+
+# One entry per cofre_jax.config.choices.GUIDANCE_RAMPS (tests/test_registries.py).
+_RAMPS = {
+    "constant": lambda w_B, t_B: w_B,
+    "linear": lambda w_B, t_B: w_B * (1.0 - t_B),
+}
 
 
 def block_passes_with_guidance(block_passes):

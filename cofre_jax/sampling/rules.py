@@ -6,18 +6,16 @@
     halton      `halton.HaltonReveal`, the Halton order and the arccos counts over an
                 H x W grid (step-indexed)
 
-REVEAL_RULES is the tuple the config should own (cofre_jax/config/choices.py does not
-have it yet); `_REVEAL_RULES` matches it key for key.
+`_REVEAL_RULES` matches the config's REVEAL_RULES key for key (tests/test_registries.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from cofre_jax.config.choices import REVEAL_RULES
 from cofre_jax.sampling.halton import AnnealedConfidence, HaltonReveal
 from cofre_jax.sampling.reveal import RevealFn, ancestral_update
-
-REVEAL_RULES = ("ancestral", "confidence", "halton")
 
 
 def _ancestral(*, steps, grid, tau, temperature) -> RevealFn:
