@@ -68,8 +68,9 @@ class VQTrainReport:
 
 def make_optimizer(train: VQTrainConfig) -> optax.GradientTransformation:
     """AdamW with linear warm-up then cosine decay to 0, after global-norm clipping."""
+    warmup = max(min(train.warmup_steps, train.steps - 1), 1)  # fits runs shorter than it
     schedule = optax.warmup_cosine_decay_schedule(
-        0.0, train.learning_rate, max(train.warmup_steps, 1), max(train.steps, 2)
+        0.0, train.learning_rate, warmup, max(train.steps, warmup + 1)
     )
     return optax.chain(
         optax.clip_by_global_norm(train.grad_clip),
