@@ -200,3 +200,13 @@ def test_training_on_a_few_images_reconstructs_and_codes_round_trip():
     assert float(jnp.mean(codes_Bxhxw == again_Bxhxw)) >= 0.95
     # Distinct images get distinct code grids.
     assert len({np.asarray(c).tobytes() for c in codes_Bxhxw}) == len(images)
+
+
+def test_bfloat16_compute_keeps_codes_and_outputs_float32():
+    config = dataclasses.replace(TOY, dtype="bfloat16")
+    params = jax.jit(init_params, static_argnums=(0, 2))(config, jax.random.PRNGKey(0), (8, 8))
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+    images = jax.random.uniform(jax.random.PRNGKey(1), (2, 8, 8, 1), minval=-1, maxval=1)
+    loss, metrics = jax.jit(vq_loss, static_argnums=1)(params, config, images)
+    assert loss.dtype == jnp.float32 and bool(jnp.isfinite(loss))
+    assert metrics["codebook_used"] > 0
