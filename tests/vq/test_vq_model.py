@@ -64,7 +64,7 @@ TOY = VQConfig(
     ("config", "size", "grid"), [(FMNIST, (28, 28), (7, 7)), (GRID16, (64, 64), (16, 16))]
 )
 def test_encode_decode_shapes(config, size, grid):
-    params = init_params(config, jax.random.PRNGKey(0), size)
+    params = jax.jit(init_params, static_argnums=(0, 2))(config, jax.random.PRNGKey(0), size)
     images_BxHxWxC = jax.random.uniform(
         jax.random.PRNGKey(1), (2, *size, config.in_channels), minval=-1.0, maxval=1.0
     )
