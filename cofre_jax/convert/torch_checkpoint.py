@@ -32,6 +32,7 @@ import numpy as np
 
 from cofre_jax.config.typed import ModelConfig
 from cofre_jax.io import TorchCheckpointError, load_checkpoint
+from cofre_jax.io.layout import check_state_dict
 from cofre_jax.models.layers import FREQUENCY_EMBEDDING_SIZE
 
 # Buffers MDLM's DIT keeps in its state dict that we recompute instead of loading.
@@ -161,28 +162,7 @@ def mdlm_params_from_state_dict(
     """MDLM DIT state dict -> our `DiT(config)` params (the `params` collection), in
     `config.param_dtype`. Every key and shape is checked before anything is converted."""
     layout = _mdlm_layout(config)
-    expected = {key for key, _, _ in layout}
-    missing = [key for key, _, _ in layout if key not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected and k not in IGNORED_KEYS]
-    wrong = [
-        f"{key}: checkpoint {tuple(state_dict[key].shape)} {state_dict[key].dtype}, "
-        f"model expects {shape} float"
-        for key, _, shape in layout
-        if key in state_dict
-        and (
-            tuple(state_dict[key].shape) != shape
-            or not np.issubdtype(state_dict[key].dtype, np.floating)
-        )
-    ]
-    if missing or unexpected or wrong:
-        problems = [
-            f"{label} ({len(keys)}), first: {keys[0]}"
-            for label, keys in (("missing", missing), ("unexpected", unexpected), ("bad", wrong))
-            if keys
-        ]
-        raise TorchCheckpointError(
-            "state dict does not fit the MDLM model config: " + "; ".join(problems)
-        )
+    check_state_dict(state_dict, layout, ignored=IGNORED_KEYS, what="the MDLM model config")
     dtype = jnp.dtype(config.param_dtype)
     params: dict[str, Any] = {}
     for key, path, _ in layout:

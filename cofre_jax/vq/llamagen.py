@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cofre_jax.io import TorchCheckpointError, load_checkpoint
+from cofre_jax.io.layout import check_state_dict
 from cofre_jax.vq.model import VQConfig, init_params
 
 LLAMAGEN_VQ16 = VQConfig(
@@ -102,28 +103,7 @@ def llamagen_params_from_state_dict(
     """LlamaGen VQModel state dict -> our VQModel(config) params (float32). Every key and
     shape is checked first; the error names the missing, unexpected and misshapen keys."""
     layout = llamagen_layout(config)
-    expected = {key for key, _, _ in layout}
-    missing = [key for key, _, _ in layout if key not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected and k not in IGNORED_KEYS]
-    wrong = [
-        f"{key}: checkpoint {tuple(state_dict[key].shape)} {state_dict[key].dtype}, "
-        f"model expects {shape} float"
-        for key, _, shape in layout
-        if key in state_dict
-        and (
-            tuple(state_dict[key].shape) != shape
-            or not np.issubdtype(state_dict[key].dtype, np.floating)
-        )
-    ]
-    if missing or unexpected or wrong:
-        problems = [
-            f"{label} ({len(keys)}): {', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''}"
-            for label, keys in (("missing", missing), ("unexpected", unexpected), ("bad", wrong))
-            if keys
-        ]
-        raise TorchCheckpointError(
-            "state dict does not fit the LlamaGen VQ config: " + "; ".join(problems)
-        )
+    check_state_dict(state_dict, layout, ignored=IGNORED_KEYS, what="the LlamaGen VQ config")
     params: dict[str, Any] = {}
     for key, path, _ in layout:
         value = np.asarray(state_dict[key], np.float32)

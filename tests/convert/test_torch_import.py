@@ -334,15 +334,15 @@ def test_lightning_extras_need_the_opaque_opt_in(tmp_path):
     [
         (
             lambda sd: sd.pop("blocks.1.mlp.0.bias"),
-            r"missing \(1\), first: blocks\.1\.mlp\.0\.bias",
+            r"missing \(1\): blocks\.1\.mlp\.0\.bias",
         ),
         (
             lambda sd: sd.__setitem__("blocks.2.norm1.weight", np.ones(32, np.float32)),
-            r"unexpected \(1\), first: blocks\.2\.norm1\.weight",
+            r"unexpected \(1\): blocks\.2\.norm1\.weight",
         ),
         (
             lambda sd: sd.__setitem__("blocks.0.attn_qkv.weight", np.ones((96, 33), np.float32)),
-            r"bad \(1\), first: blocks\.0\.attn_qkv\.weight: checkpoint \(96, 33\)"
+            r"bad \(1\): blocks\.0\.attn_qkv\.weight: checkpoint \(96, 33\)"
             r".*expects \(96, 32\)",
         ),
     ],
