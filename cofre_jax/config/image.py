@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from cofre_jax.config.checks import _check, _check_choice
-from cofre_jax.config.choices import DTYPES, IMAGE_SOURCES, INJECTIONS, MODEL_TASKS
+from cofre_jax.config.checks import _check, _check_choice, _check_model_kind, _check_stack_fields
+from cofre_jax.config.choices import IMAGE_SOURCES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,8 +96,7 @@ class ImageModelConfig:
         return self.hidden_size // self.num_heads
 
     def validate(self) -> None:
-        image_kinds = tuple(k for k, task in MODEL_TASKS.items() if task == "image")
-        _check_choice("model.kind", self.kind, image_kinds)
+        _check_model_kind(self, "image")
         _check(self.codebook_size >= 2, "model.codebook_size", self.codebook_size, ">= 2")
         _check(self.num_classes >= 1, "model.num_classes", self.num_classes, ">= 1")
         for name in ("hidden_size", "num_layers", "num_heads", "mlp_ratio"):
@@ -112,14 +111,7 @@ class ImageModelConfig:
         _check(self.register_tokens >= 0, "model.register_tokens", self.register_tokens, ">= 0")
         _check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "[0, 1)")
         _check(0.0 <= self.label_dropout < 1.0, "model.label_dropout", self.label_dropout, "[0, 1)")
-        _check_choice("model.dtype", self.dtype, DTYPES)
-        _check_choice("model.param_dtype", self.param_dtype, DTYPES)
-        for name in ("k_pre", "k_fp", "k_post"):
-            value = getattr(self, name)
-            _check(
-                value >= (1 if name == "k_fp" else 0), f"model.{name}", value, ">= 0 (k_fp >= 1)"
-            )
-        _check_choice("model.injection", self.injection, INJECTIONS)
+        _check_stack_fields(self)
 
 
 def resolve_defaults(plain: dict[str, dict[str, Any]]) -> None:

@@ -11,12 +11,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from cofre_jax.config.checks import _check, _check_choice
+from cofre_jax.config.checks import _check, _check_choice, _check_model_kind, _check_stack_fields
 from cofre_jax.config.choices import (
     DATA_SOURCES,
-    DTYPES,
-    INJECTIONS,
-    MODEL_TASKS,
     RAW_SOURCES,
     TOKENIZERS,
 )
@@ -63,8 +60,7 @@ class ModelConfig:
         return self.hidden_size // self.num_heads
 
     def validate(self) -> None:
-        text_kinds = tuple(k for k, task in MODEL_TASKS.items() if task == "text")
-        _check_choice("model.kind", self.kind, text_kinds)
+        _check_model_kind(self, "text")
         _check(self.vocab_size >= 3, "model.vocab_size", self.vocab_size, ">= 3")
         _check(self.hidden_size >= 1, "model.hidden_size", self.hidden_size, ">= 1")
         _check(self.num_layers >= 1, "model.num_layers", self.num_layers, ">= 1")
@@ -84,14 +80,7 @@ class ModelConfig:
         _check(self.mlp_ratio >= 1, "model.mlp_ratio", self.mlp_ratio, ">= 1")
         _check(self.cond_dim >= 1, "model.cond_dim", self.cond_dim, ">= 1")
         _check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "[0, 1)")
-        _check_choice("model.dtype", self.dtype, DTYPES)
-        _check_choice("model.param_dtype", self.param_dtype, DTYPES)
-        for name in ("k_pre", "k_fp", "k_post"):
-            value = getattr(self, name)
-            _check(
-                value >= (1 if name == "k_fp" else 0), f"model.{name}", value, ">= 0 (k_fp >= 1)"
-            )
-        _check_choice("model.injection", self.injection, INJECTIONS)
+        _check_stack_fields(self)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,7 +31,8 @@ def test_vocab_size_is_derived_from_tokenizer():
         (
             "model.kind",
             "rnn",
-            "'model.kind' = 'rnn' is invalid: allowed one of ('mdlm', 'fp_mdlm')",
+            "'model.kind' = 'rnn' is invalid: allowed one of "
+            "('mdlm', 'fp_mdlm', 'maskgit', 'fp_maskgit')",
         ),
         ("model.num_heads", 7, "model.num_heads"),
         ("model.dropout", 1.5, "model.dropout"),
