@@ -236,4 +236,10 @@ _MODES = {  # one entry per cofre_jax.config.choices.MODES (tests/test_registrie
 def run(mode: str, config: Config, workdir: str | None) -> None:
     if mode not in _MODES:
         raise ValueError(f"unknown mode {mode!r}; valid modes: {sorted(_MODES)}")
+    supported = tasks.TASK_TYPES[config.task].MODES
+    if mode not in supported:
+        raise SystemExit(
+            f"config error: --mode={mode} is not available for the {config.task} task yet "
+            f"(available: {', '.join(supported)}; see the README's section on images)"
+        )
     _MODES[mode](config, workdir)

@@ -37,6 +37,8 @@ def test_dict_registries_match_their_tuples():
     assert tuple(text_task._STAGE_LOSSES) == choices.STAGE_KINDS
     assert set(stages._DIVERGENCES) == set(choices.DIVERGENCES)
     assert tuple(sampling.rules._REVEAL_RULES) == choices.REVEAL_RULES
+    assert tasks.TextTask.MODES == choices.MODES
+    assert all(set(t.MODES) <= set(choices.MODES) for t in tasks.TASK_TYPES.values())
     assert tuple(sampling.guidance._RAMPS) == choices.GUIDANCE_RAMPS
     assert tuple(solvers._METHODS) == choices.SOLVER_METHODS
     # Document sources: what --mode=prepare reads (data.raw_source) plus the embedded

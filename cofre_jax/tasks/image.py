@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -57,6 +57,10 @@ class ImageTask:
 
     config: Config
     module: nn.Module
+
+    # The --mode values this task runs (cofre_jax.modes): training, sampling and
+    # evaluation of images are library functions, not yet wired to the command line.
+    MODES: ClassVar[tuple[str, ...]] = ("describe",)
 
     @classmethod
     def build(cls, config: Config) -> ImageTask:

@@ -10,7 +10,7 @@ Letters: B batch, L length, V vocabulary.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -37,6 +37,9 @@ class TextTask:
     config: Config
     module: nn.Module
     schedule: diffusion.Schedule
+
+    # The --mode values this task runs (cofre_jax.modes).
+    MODES: ClassVar[tuple[str, ...]] = ("train", "eval", "sample", "describe", "prepare", "convert")
 
     @classmethod
     def build(cls, config: Config) -> TextTask:

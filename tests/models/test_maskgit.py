@@ -173,3 +173,10 @@ def test_every_image_field_is_documented_in_image_base():
     }
     assert set(assigned) == fields
     assert all(assigned.values()), sorted(k for k, ok in assigned.items() if not ok)
+
+
+def test_modes_not_wired_for_images_say_so(tmp_path):
+    from cofre_jax import modes
+
+    with pytest.raises(SystemExit, match="--mode=train is not available for the image task"):
+        modes.run("train", _config(), str(tmp_path))
