@@ -70,6 +70,17 @@ def layer_norm(config: ModelConfig, name: str) -> nn.LayerNorm:
     )
 
 
+def adaln_modulations(config: ModelConfig, cond_BxC: jax.Array, chunks: int) -> list[jax.Array]:
+    """adaLN-zero: `chunks` float32 (B, D) modulations (shifts, scales, gates) from the
+    condition by one zero-initialised dense layer named `adaLN_modulation`, built in the
+    calling module."""
+    D = config.hidden_size
+    mods_BxND = dense(config, chunks * D, config.cond_dim, name="adaLN_modulation", zero_init=True)(
+        cond_BxC
+    )
+    return jnp.split(mods_BxND.astype(jnp.float32), chunks, axis=-1)
+
+
 def modulate(x_BxLxD: jax.Array, shift_BxD: jax.Array, scale_BxD: jax.Array) -> jax.Array:
     """adaLN modulation in MDLM's form x * (1 + scale) + shift, in float32."""
     shift_Bx1xD = shift_BxD.astype(jnp.float32)[:, None, :]
@@ -189,12 +200,9 @@ class DiTBlock(nn.Module):
         compute_dtype = jnp.dtype(cfg.dtype)
         dropout = nn.Dropout(cfg.dropout, deterministic=not train)
 
-        mods_Bx6D = dense(cfg, 6 * D, cfg.cond_dim, name="adaLN_modulation", zero_init=True)(
-            cond_BxC
-        )
         # MDLM's chunk order.
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = jnp.split(
-            mods_Bx6D.astype(jnp.float32), 6, axis=-1
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = adaln_modulations(
+            cfg, cond_BxC, 6
         )
 
         # Attention. qkv columns are laid out (three, heads, head_dim) as in MDLM's
@@ -238,10 +246,7 @@ class FinalLayer(nn.Module):
     def __call__(self, h_BxLxD: jax.Array, cond_BxC: jax.Array) -> jax.Array:
         cfg = self.config
         D = cfg.hidden_size
-        mods_Bx2D = dense(cfg, 2 * D, cfg.cond_dim, name="adaLN_modulation", zero_init=True)(
-            cond_BxC
-        )
-        shift_BxD, scale_BxD = jnp.split(mods_Bx2D.astype(jnp.float32), 2, axis=-1)
+        shift_BxD, scale_BxD = adaln_modulations(cfg, cond_BxC, 2)
         x_BxLxD = modulate(layer_norm(cfg, "norm_final")(h_BxLxD), shift_BxD, scale_BxD)
         logits_BxLxV = dense(cfg, cfg.vocab_size, D, name="linear", zero_init=True)(x_BxLxD)
         return logits_BxLxV.astype(jnp.float32)

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from cofre_jax.config.image import ImageModelConfig
 from cofre_jax.config.typed import FixedPointConfig
 from cofre_jax.models.fixed_point_stack import fixed_point_stack
-from cofre_jax.models.layers import dense, modulate
+from cofre_jax.models.layers import adaln_modulations, dense, modulate
 from cofre_jax.models.outputs import DenoiserOutput
 
 RMS_NORM_EPS = 1e-6
@@ -61,11 +61,8 @@ class MaskGITBlock(nn.Module):
         B, S, _ = h_BxSxD.shape
         compute_dtype = jnp.dtype(cfg.dtype)
         dropout = nn.Dropout(cfg.dropout, deterministic=not train)
-        mods_Bx6D = dense(cfg, 6 * D, cfg.cond_dim, name="adaLN_modulation", zero_init=True)(
-            cond_BxC
-        )
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = jnp.split(
-            mods_Bx6D.astype(jnp.float32), 6, axis=-1
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = adaln_modulations(
+            cfg, cond_BxC, 6
         )
 
         h_BxSxD = h_BxSxD.astype(jnp.float32)
@@ -125,11 +122,7 @@ class _Head(nn.Module):
     @nn.compact
     def __call__(self, h_BxLxD, cond_BxC, embedding_VxD):
         cfg = self.config
-        D = cfg.hidden_size
-        mods_Bx2D = dense(cfg, 2 * D, cfg.cond_dim, name="adaLN_modulation", zero_init=True)(
-            cond_BxC
-        )
-        shift_BxD, scale_BxD = jnp.split(mods_Bx2D.astype(jnp.float32), 2, axis=-1)
+        shift_BxD, scale_BxD = adaln_modulations(cfg, cond_BxC, 2)
         x_BxLxD = modulate(rms_norm(cfg, "norm_final", scale=False)(h_BxLxD), shift_BxD, scale_BxD)
         bias_V = self.param("bias", nn.initializers.zeros_init(), (cfg.vocab_size,))
         dtype = jnp.dtype(cfg.dtype)
