@@ -24,8 +24,11 @@ def toy_params():
 
 def toy_fp_denoiser(params, z_BxL, t_B, cond, h0_fn, num_iterations, *, tol):
     """h = c(t) h + h_pre, c = 0.01 for t > 0.4 (2 or 3 evaluations to tol 1e-3) and 0.9
-    below (about 60): early steps finish early, late steps want more than planned."""
+    below (about 60): early steps finish early, late steps want more than planned. A
+    condition {"label_B": ...} shifts h_pre by 0.1 x label (the guidance tests')."""
     h_pre_BxLxD = params["embed_VxD"][z_BxL]
+    if cond is not None:
+        h_pre_BxLxD = h_pre_BxLxD + 0.1 * cond["label_B"][:, None, None]
     c_Bx1x1 = jnp.where(t_B > 0.4, 0.01, 0.9)[:, None, None]
     h0_BxLxD = h_pre_BxLxD if h0_fn is None else h0_fn(h_pre_BxLxD)
     spec = fixed_point.SolverSpec(method="picard", tol=tol, max_iter=1)

@@ -5,20 +5,16 @@ denoiser, and guided FP sampling (budget of the conditional passes, doubled real
 Shape legend: B batch, L length, V vocabulary (MASK included).
 """
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from sampler_fixtures import SCHEDULE, TOY_MASK, D, toy_params
+from sampler_fixtures import SCHEDULE, TOY_ADAPTIVE, TOY_EXACT, TOY_MASK, D, toy_params
 
-from cofre_jax import diffusion, fixed_point
 from cofre_jax.diffusion import NEG_INF
 from cofre_jax.sampling import (
     GUIDANCE_RAMPS,
     AnnealedConfidence,
-    FPDenoiseOutput,
     Guided,
     HaltonReveal,
     StepCost,
@@ -127,23 +123,7 @@ def test_linear_ramp_is_w_times_one_minus_t():
         make_guided_denoise_fn(labelled_denoiser, _null, mask_id=MASK, ramp="cosine")
 
 
-def labelled_fp_denoiser(params, z_BxL, t_B, cond, h0_fn, num_iterations, *, tol):
-    """The toy FP denoiser (tests/sampler_fixtures.py) with h_pre shifted per label."""
-    h_pre_BxLxD = params["embed_VxD"][z_BxL] + 0.1 * cond["label_B"][:, None, None]
-    c_Bx1x1 = jnp.where(t_B > 0.4, 0.01, 0.9)[:, None, None]
-    h0_BxLxD = h_pre_BxLxD if h0_fn is None else h0_fn(h_pre_BxLxD)
-    spec = fixed_point.SolverSpec(method="picard", tol=tol, max_iter=1)
-    h_BxLxD, stats = fixed_point.solve(
-        lambda p, h, x: x[1] * h + x[0], None, h0_BxLxD, (h_pre_BxLxD, c_Bx1x1), spec,
-        max_iter=num_iterations,
-    )  # fmt: skip
-    logits_BxLxV = jnp.einsum("bld,dv->blv", h_BxLxD, params["head_DxV"])
-    log_probs = diffusion.subs_log_probs(logits_BxLxV, z_BxL, TOY_MASK)
-    return FPDenoiseOutput(log_probs, h_BxLxD, stats)
-
-
-FP_EXACT = functools.partial(labelled_fp_denoiser, tol=0.0)
-FP_ADAPTIVE = functools.partial(labelled_fp_denoiser, tol=1e-3)
+FP_EXACT, FP_ADAPTIVE = TOY_EXACT, TOY_ADAPTIVE  # the toy FP denoiser, label-shifted
 FP_LABELS = {"label_B": jnp.array([0, 3, 5], jnp.int32)}
 
 
