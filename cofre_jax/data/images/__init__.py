@@ -5,6 +5,7 @@ Every loader returns an `ImageSplit` (uint8 N x H x W x C, int32 labels); the pi
 batch one into {"images", "labels"} (or {"codes", "labels"} with cached codes).
 """
 
+from cofre_jax.data.images.by_config import load_splits
 from cofre_jax.data.images.codes import StaleCodesError, cached_codes, fingerprint
 from cofre_jax.data.images.folder import fit_image, load_image_folder
 from cofre_jax.data.images.idx import (
@@ -30,6 +31,7 @@ __all__ = [
     "fit_image",
     "load_fashion_mnist",
     "load_image_folder",
+    "load_splits",
     "load_tfds_images",
     "make_eval_batches",
     "make_train_iterator",
