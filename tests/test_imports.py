@@ -102,7 +102,7 @@ def _cycle() -> list[str] | None:
 def test_walker_sees_known_edges():
     # Guards the walker itself: a module-level, a function-level and a package import.
     assert "cofre_jax.config.typed" in GRAPH["cofre_jax.diffusion"]
-    assert "cofre_jax.train" in GRAPH["cofre_jax.modes"]  # inside run_sample
+    assert "cofre_jax.train" in GRAPH["cofre_jax.modes.common"]  # inside train()
     assert "cofre_jax.fixed_point.solvers" in GRAPH["cofre_jax.fixed_point"]
     assert len(MODULES) > 40
 

@@ -30,15 +30,17 @@ def config():
 
 
 def test_dict_registries_match_their_tuples():
-    assert tuple(modes._MODES) == choices.MODES
+    assert all(set(modes.SHARED_MODES).isdisjoint(m) for m in modes.TASK_MODES.values())
+    every_mode = set(modes.SHARED_MODES).union(*modes.TASK_MODES.values())
+    assert every_mode == set(choices.MODES)
+    assert tuple(modes.TASK_MODES) == choices.TASKS
     assert tuple(MODELS) == choices.MODEL_KINDS
     assert tuple(tasks.TASK_TYPES) == choices.TASKS
     assert tuple(stages.STAGES) == choices.STAGE_KINDS
     assert tuple(text_task._STAGE_LOSSES) == choices.STAGE_KINDS
     assert set(stages._DIVERGENCES) == set(choices.DIVERGENCES)
     assert tuple(sampling.rules._REVEAL_RULES) == choices.REVEAL_RULES
-    assert tasks.TextTask.MODES == choices.MODES
-    assert all(set(t.MODES) <= set(choices.MODES) for t in tasks.TASK_TYPES.values())
+    assert set(modes.modes_of("text")) == set(choices.MODES) - {"train_tokenizer"}
     assert tuple(sampling.guidance._RAMPS) == choices.GUIDANCE_RAMPS
     assert tuple(solvers._METHODS) == choices.SOLVER_METHODS
     # Document sources: what --mode=prepare reads (data.raw_source) plus the embedded

@@ -46,5 +46,5 @@ GRADIENT_METHODS = ("implicit", "sjfb", "phantom", "jfb", "unrolled")
 # eval.scorer: these names, or a .gguf file / Hugging Face folder path
 # (cofre_jax/evaluation/scorer.py)
 NAMED_SCORERS = ("none", "oracle", "smollm2")
-# --mode (cofre_jax/main.py, cofre_jax/modes.py)
-MODES = ("train", "eval", "sample", "describe", "prepare", "convert")
+# --mode (cofre_jax/main.py, cofre_jax/modes/)
+MODES = ("train", "eval", "sample", "describe", "prepare", "convert", "train_tokenizer")

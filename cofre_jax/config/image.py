@@ -136,9 +136,8 @@ def validate(config: Any) -> None:
         "'none' for images (their metrics are FID and IS)",
     )
     _check(
-        config.stage.kind == "pretrain",
+        config.stage.kind in ("pretrain", "consistency"),
         "stage.kind",
         config.stage.kind,
-        "'pretrain' for images (their consistency stage is not built yet; distillation "
-        "converts an MDLM)",
+        "'pretrain' or 'consistency' for images (distillation converts a text MDLM)",
     )

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, ClassVar
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cofre_jax import stages
 from cofre_jax.config.typed import Config
 from cofre_jax.diffusion import NEG_INF
 from cofre_jax.models import DenoiserOutput, build_model
@@ -58,10 +59,6 @@ class ImageTask:
     config: Config
     module: nn.Module
 
-    # The --mode values this task runs (cofre_jax.modes): training, sampling and
-    # evaluation of images are library functions, not yet wired to the command line.
-    MODES: ClassVar[tuple[str, ...]] = ("describe",)
-
     @classmethod
     def build(cls, config: Config) -> ImageTask:
         return cls(config, build_model(config.model, config.fixed_point))
@@ -90,24 +87,78 @@ class ImageTask:
     def teacher(self):
         return None  # the image stages learn from no other network
 
+    # ---- data
+
+    def tokenizer(self):
+        """The VQ tokenizer of data.tokenizer_path (cofre_jax.vq.run.load_tokenizer)."""
+        from cofre_jax.vq import run
+
+        return run.load_tokenizer(self.config)
+
+    def make_data(self, process_index: int, process_count: int):
+        """(endless checkpointable iterator of this process's batches of codes and labels,
+        eval batches of the test split): the tokenizer's codes are computed once and
+        cached, so training never runs the encoder."""
+        from cofre_jax.data import images
+        from cofre_jax.vq import run
+
+        data, tc = self.config.data, self.config.train
+        train_split, test_split = images.load_splits(data)
+        tokenizer = self.tokenizer()
+        codes = {
+            s.name: run.cached_split_codes(self.config, tokenizer, s)
+            for s in (train_split, test_split)
+        }
+        per_process = tc.batch_size // process_count
+        train_iter = images.make_train_iterator(
+            train_split,
+            batch_size=per_process,
+            seed=data.shuffle_buffer_seed,
+            process_index=process_index,
+            process_count=process_count,
+            codes_NxHxW=codes[train_split.name],
+            prefetch_batches=data.prefetch_batches,
+            worker_count=data.worker_count,
+        )
+        eval_batches = images.make_eval_batches(
+            test_split,
+            batch_size=per_process,
+            num_batches=tc.eval_batches,
+            process_index=process_index,
+            process_count=process_count,
+            codes_NxHxW=codes[test_split.name],
+        )
+        return train_iter, eval_batches
+
     # ---- training and validation
+
+    def _labels(self, key, labels_B, *, train: bool):
+        """Training drops a label to the null class w.p. model.label_dropout."""
+        m = self.config.model
+        if not train or m.label_dropout == 0:
+            return labels_B
+        drop_B = jax.random.uniform(key, labels_B.shape) < m.label_dropout
+        return jnp.where(drop_B, m.null_class, labels_B)
 
     def _sums(self, params, batch, key, *, train: bool, rngs=None):
         m = self.config.model
-        codes_BxL, labels_B = batch["codes"], batch["labels"]
+        codes_BxL, labels_B = _flat_codes(batch), batch["labels"]
         mask_key, label_key = jax.random.split(key)
         z_BxL, masked_BxL = mask_codes(mask_key, codes_BxL, m.mask_id)
-        if train and m.label_dropout > 0:
-            drop_B = jax.random.uniform(label_key, labels_B.shape) < m.label_dropout
-            labels_B = jnp.where(drop_B, m.null_class, labels_B)
+        labels_B = self._labels(label_key, labels_B, train=train)
         sigma_B = jnp.zeros(labels_B.shape, jnp.float32)
         out = self.apply(params, z_BxL, sigma_B, labels_B, train=train, rngs=rngs)
         nll_sum, count = masked_cross_entropy(out.logits_BxLxV, codes_BxL, masked_BxL, m.mask_id)
         return nll_sum, count, masked_BxL, out
 
     def loss(self, params, batch, key, step, rngs, teacher_params=None):
-        """(masked cross-entropy per masked code, metrics) of the pretrain stage."""
-        del step, teacher_params
+        """(loss, metrics) of the configured stage (pretrain or consistency)."""
+        del teacher_params
+        return _STAGE_LOSSES[self.config.stage.kind](self, params, batch, key, step, rngs)
+
+    def pretrain_loss(self, params, batch, key, step, rngs):
+        """(masked cross-entropy per masked code, metrics)."""
+        del step
         nll_sum, count, masked_BxL, out = self._sums(params, batch, key, train=True, rngs=rngs)
         metrics = {
             "nll_sum": nll_sum,
@@ -135,3 +186,72 @@ class ImageTask:
         (`tokenizer_decode(codes_BxHxW) -> images`)."""
         grid = self.config.data.grid_size
         return tokenizer_decode(jnp.asarray(codes_BxL).reshape(-1, grid, grid))
+
+
+def _flat_codes(batch) -> jax.Array:
+    """The batch's codes as B x L (the pipeline gives B x h x w)."""
+    codes = batch["codes"]
+    return codes.reshape(codes.shape[0], -1)
+
+
+def mask_ratio_at(t_B: jax.Array) -> jax.Array:
+    """The arccos ratio as a function of a masking time t in [0, 1] (0: clean, 1: all
+    masked), so that t ~ U(0, 1) gives training's masking distribution."""
+    return arccos_mask_ratio(1.0 - t_B)
+
+
+def consistency_loss(task: ImageTask, params, batch, key, step, rngs):
+    """CoFRe's consistency stage for images (docs/method.md §2.4 on the arccos schedule):
+    masked cross-entropy at the student's time t_s plus lambda times the divergence of
+    the student's fixed point from the same model's, under stop-gradient and in eval
+    mode, at t_c = max(t_s - gap, 0). One uniform per code masks at both times, so the
+    teacher's masks are nested in the student's; both see the same (dropped) label."""
+    m, stage = task.config.model, task.config.stage
+    codes_BxL = _flat_codes(batch)
+    time_key, gap_key, mask_key, label_key = jax.random.split(key, 4)
+    t_s_B = jax.random.uniform(time_key, codes_BxL.shape[:1])
+    t_c_B, gap_B = stages.teacher_times(gap_key, t_s_B, stage.gap_min, stage.gap_max)
+    u_BxL = jax.random.uniform(mask_key, codes_BxL.shape)
+    masked_s_BxL = u_BxL < mask_ratio_at(t_s_B)[:, None]
+    masked_c_BxL = u_BxL < mask_ratio_at(t_c_B)[:, None]
+    z_s_BxL = jnp.where(masked_s_BxL, m.mask_id, codes_BxL)
+    z_c_BxL = jnp.where(masked_c_BxL, m.mask_id, codes_BxL)
+    labels_B = task._labels(label_key, batch["labels"], train=True)
+    sigma_B = jnp.zeros(labels_B.shape, jnp.float32)
+
+    student = task.apply(params, z_s_BxL, sigma_B, labels_B, train=True, rngs=rngs)
+    nll_sum, count = masked_cross_entropy(student.logits_BxLxV, codes_BxL, masked_s_BxL, m.mask_id)
+    base_loss = nll_sum / jnp.maximum(count, 1.0)
+    teacher = task.apply(jax.lax.stop_gradient(params), z_c_BxL, sigma_B, labels_B, train=False)
+    teacher = jax.tree_util.tree_map(jax.lax.stop_gradient, teacher)
+    div = stages.divergence(
+        stage.divergence,
+        student,
+        teacher,
+        z_s_BxL,
+        z_c_BxL,
+        mask_id=m.mask_id,
+        tau=stage.temperature,
+    )
+    lam = stages.lambda_at(step, stage.lambda_max, stage.lambda_warmup_steps)
+    metrics = {
+        "nll_sum": nll_sum,
+        "token_count": count,
+        "base_loss": base_loss,
+        "divergence": div,
+        "lambda": lam,
+        "time_gap": jnp.mean(t_s_B - t_c_B),
+        "drawn_gap": jnp.mean(gap_B),
+        "teacher_masked_fraction": jnp.mean(masked_c_BxL.astype(jnp.float32)),
+        "student_stats": student.stats,
+        "teacher_stats": teacher.stats,
+    }
+    return base_loss + lam * div, metrics
+
+
+# The image stages (cofre_jax.stages.STAGES); distillation converts a text MDLM only,
+# which the image config refuses.
+_STAGE_LOSSES = {
+    "pretrain": ImageTask.pretrain_loss,
+    "consistency": consistency_loss,
+}

@@ -10,7 +10,7 @@ Letters: B batch, L length, V vocabulary.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -37,9 +37,6 @@ class TextTask:
     config: Config
     module: nn.Module
     schedule: diffusion.Schedule
-
-    # The --mode values this task runs (cofre_jax.modes).
-    MODES: ClassVar[tuple[str, ...]] = ("train", "eval", "sample", "describe", "prepare", "convert")
 
     @classmethod
     def build(cls, config: Config) -> TextTask:
@@ -75,6 +72,48 @@ class TextTask:
             return None
         model = teacher_model_config(self.config)
         return TextTask(self.config, build_model(model), self.schedule)
+
+    # ---- data
+
+    def tokenizer(self):
+        from cofre_jax import data  # the tokenizers and corpora: not needed by `describe`
+
+        return data.make_tokenizer(self.config.data)
+
+    def eval_batches(self, process_index: int, process_count: int, *, tokenizer=None, splits=None):
+        """This process's fixed validation batches (config.train.eval_batches of them)."""
+        from cofre_jax import data
+
+        return data.make_eval_batches(
+            self.config.data,
+            tokenizer or self.tokenizer(),
+            batch_size=self.config.train.batch_size // process_count,
+            num_batches=self.config.train.eval_batches,
+            process_index=process_index,
+            process_count=process_count,
+            splits=splits,
+        )
+
+    def make_data(self, process_index: int, process_count: int):
+        """(endless checkpointable iterator of this process's train batches, eval batches)."""
+        from cofre_jax import data
+
+        tokenizer = self.tokenizer()
+        # Tokenised once, for both splits (a text corpus costs a full pass per call).
+        splits = data.load_token_splits(self.config.data, tokenizer)
+        train_iter = data.make_train_iterator(
+            self.config.data,
+            tokenizer,
+            batch_size=self.config.train.batch_size // process_count,
+            seed=self.config.data.shuffle_buffer_seed,
+            process_index=process_index,
+            process_count=process_count,
+            splits=splits,
+        )
+        eval_batches = self.eval_batches(
+            process_index, process_count, tokenizer=tokenizer, splits=splits
+        )
+        return train_iter, eval_batches
 
     # ---- training and validation
 

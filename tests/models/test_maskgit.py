@@ -134,7 +134,7 @@ def test_image_config_errors():
     with pytest.raises(ConfigError, match="model.num_classes"):
         _config(**{"model.num_classes": 7})
     with pytest.raises(ConfigError, match="stage.kind"):
-        _config(**{"stage.kind": "consistency"})
+        _config(**{"stage.kind": "distill"})
     with pytest.raises(ConfigError, match="data.source"):
         _config(**{"data.source": "cifar"})
     with pytest.raises(ConfigError, match="unknown config key 'data.tokenizer'"):
@@ -175,8 +175,59 @@ def test_every_image_field_is_documented_in_image_base():
     assert all(assigned.values()), sorted(k for k, ok in assigned.items() if not ok)
 
 
-def test_modes_not_wired_for_images_say_so(tmp_path):
+def test_text_only_modes_refuse_images_in_one_line(tmp_path):
     from cofre_jax import modes
 
-    with pytest.raises(SystemExit, match="--mode=train is not available for the image task"):
-        modes.run("train", _config(), str(tmp_path))
+    with pytest.raises(SystemExit, match="--mode=convert is not available for the image task"):
+        modes.run("convert", _config(), str(tmp_path))
+
+
+def _stage(kind="maskgit", **overrides):
+    return _config(
+        kind,
+        **{"stage.kind": "consistency", "stage.lambda_warmup_steps": 0, "model.dropout": 0.0},
+        **overrides,
+    )
+
+
+def test_image_consistency_loss_parts():
+    from cofre_jax.tasks import image as image_task
+
+    batch = {"codes": _codes(_stage()), "labels": jnp.arange(4, dtype=jnp.int32)}
+    key, rngs = jax.random.PRNGKey(5), {"dropout": jax.random.PRNGKey(6)}
+    # With no gap the teacher sees the student's input; a MaskGIT without dropout is
+    # then its own target exactly, so the divergence is 0 and the loss the base loss.
+    config = _stage(**{"stage.gap_min": 0.0, "stage.gap_max": 0.0, "model.label_dropout": 0.0})
+    task = tasks.get_task(config)
+    params = _perturbed(task)
+    loss, metrics = image_task.consistency_loss(task, params, batch, key, 0, rngs)
+    assert float(metrics["divergence"]) == 0.0
+    assert float(loss) == float(metrics["base_loss"]) > 0
+    # With a gap the teacher's masks are a strict subset on average and the divergence
+    # is positive; lambda scales it into the loss.
+    config = _stage(**{"stage.gap_min": 0.3, "stage.gap_max": 0.3, "stage.lambda_max": 0.5})
+    task = tasks.get_task(config)
+    loss, metrics = image_task.consistency_loss(task, params, batch, key, 0, rngs)
+    assert float(metrics["teacher_masked_fraction"]) < 1.0 and float(metrics["time_gap"]) > 0
+    assert float(metrics["divergence"]) > 0
+    np.testing.assert_allclose(
+        float(loss), float(metrics["base_loss"]) + 0.5 * float(metrics["divergence"]), rtol=1e-6
+    )
+
+
+def test_image_consistency_masks_are_nested():
+    from cofre_jax.tasks.image import mask_ratio_at
+
+    t = jnp.linspace(0.0, 1.0, 11)
+    ratio = mask_ratio_at(t)
+    assert float(ratio[0]) == 0.0 and abs(float(ratio[-1]) - 1.0) < 1e-6
+    assert bool(jnp.all(jnp.diff(ratio) > 0))  # t_c <= t_s masks a subset of the codes
+
+
+def test_image_consistency_stage_trains_through_the_program():
+    config = _stage("fp_maskgit", **{"optim.lr": 3e-3, "optim.warmup_steps": 1})
+    program = train.build_program(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
+    state = program.init_state()
+    batch = {"codes": np.asarray(_codes(config), np.int32), "labels": np.arange(4, dtype=np.int32)}
+    state, metrics = program.train_step(state, sharding.global_batch(batch, program.mesh))
+    assert np.isfinite(float(metrics["loss"])) and "divergence" in metrics
