@@ -74,8 +74,9 @@ def get_config() -> ml_collections.ConfigDict:
     cfg.data.grid_size = 16
     # The VQ tokenizer that turns images into the grid of codes (cofre_jax/vq/). Its
     # codebook size is model.codebook_size and its image channels data.channels. These
-    # defaults are the layout of LlamaGen's VQ-16 (256x256 -> 16x16), the published
-    # image recipe's tokenizer family.
+    # defaults are the layout of LlamaGen's VQ-16 (256x256 -> 16x16 with 4096 codes, as
+    # the published recipe's tokenizer): a LlamaGen-layout file with 4096 codes loads as
+    # is; LlamaGen's public vq_ds16_c2i.pt has 16384 codes (model.codebook_size=16384).
     cfg.data.tokenizer = ml_collections.ConfigDict()
     # "vq": trained here by --mode=train_tokenizer (data.tokenizer_path is its
     # --workdir); "llamagen": a LlamaGen tokenizer file (data.tokenizer_path is the

@@ -89,8 +89,8 @@ class ImageTokenizer:
                 f"tokenizer decode: codes must be integers B x {_shape(self.grid)}, got "
                 f"{codes.dtype} of shape {_shape(codes.shape)}"
             )
-        low, high = int(jnp.min(codes)), int(jnp.max(codes))
-        if codes.size and (low < 0 or high >= self.vq.codebook_size):
+        low, high = (int(jnp.min(codes)), int(jnp.max(codes))) if codes.size else (0, 0)
+        if low < 0 or high >= self.vq.codebook_size:  # jnp.take would clamp them silently
             raise DataError(
                 f"tokenizer decode: codes span [{low}, {high}], outside the codebook's "
                 f"[0, {self.vq.codebook_size})"

@@ -14,6 +14,7 @@ import pytest
 from tokenizer_fixtures import tiny_config, tiny_splits
 
 from cofre_jax.config.typed import ConfigError
+from cofre_jax.data.errors import DataError
 from cofre_jax.vq import run
 from cofre_jax.vq.tokenizer import cached_split_codes, load_tokenizer
 
@@ -67,6 +68,10 @@ def test_training_reports_and_the_tokenizer_round_trips(trained, tmp_path):
     mse = np.mean((np.asarray(decoded, np.float32) / 127.5 - images / 127.5) ** 2)
     assert mse <= report["heldout_recon_mse"] + 1e-4
     assert mse < 0.5 * report["heldout_recon_mse_at_init"]
+    with pytest.raises(DataError, match=r"codes span \[\d+, \d+\], outside the codebook"):
+        tokenizer.decode(np.asarray(codes) + 32)
+    with pytest.raises(DataError, match="images must be uint8 B x 16 x 16 x 1"):
+        tokenizer.encode(images.astype(np.float32))
     # Decoded codes encode back to mostly the same codes.
     assert np.mean(np.asarray(tokenizer.encode(decoded)) == np.asarray(codes)) >= 0.9
 
