@@ -72,7 +72,50 @@ def get_config() -> ml_collections.ConfigDict:
     cfg.data.num_classes = 10
     # The tokenizer's code grid is grid_size x grid_size (the published VQ: 16 x 16).
     cfg.data.grid_size = 16
-    # A trained or imported VQ tokenizer ("" until one exists).
+    # The VQ tokenizer that turns images into the grid of codes (cofre_jax/vq/). Its
+    # codebook size is model.codebook_size and its image channels data.channels. These
+    # defaults are the layout of LlamaGen's VQ-16 (256x256 -> 16x16 with 4096 codes, as
+    # the published recipe's tokenizer): a LlamaGen-layout file with 4096 codes loads as
+    # is; LlamaGen's public vq_ds16_c2i.pt has 16384 codes (model.codebook_size=16384).
+    cfg.data.tokenizer = ml_collections.ConfigDict()
+    # "vq": trained here by --mode=train_tokenizer (data.tokenizer_path is its
+    # --workdir); "llamagen": a LlamaGen tokenizer file (data.tokenizer_path is the
+    # .pt/.pth/.bin/.safetensors), whose layout must be the settings below.
+    cfg.data.tokenizer.kind = "llamagen"
+    # Width of the first level; level i has base_channels * channel_mult[i] channels.
+    cfg.data.tokenizer.base_channels = 128
+    # One entry per level; each level but the last halves the image, so the grid is
+    # image_size / 2**(len(channel_mult) - 1) and must equal data.grid_size.
+    cfg.data.tokenizer.channel_mult = (1, 1, 2, 2, 4)
+    # Residual blocks per encoder level (the decoder has one more per level).
+    cfg.data.tokenizer.num_res_blocks = 2
+    # Channels of the encoder output and the decoder input around the codebook.
+    cfg.data.tokenizer.z_channels = 256
+    # Dimension of each codebook vector.
+    cfg.data.tokenizer.code_dim = 8
+    # Nearest-code search on l2-normalised latents and codes (LlamaGen: True).
+    cfg.data.tokenizer.l2_normalised_codes = True
+    # Weight of the commitment loss that pulls the encoder towards its codes.
+    cfg.data.tokenizer.commitment_beta = 0.25
+    # GroupNorm groups; must divide every level's width (LlamaGen: 32).
+    cfg.data.tokenizer.norm_groups = 32
+    # Self-attention blocks at the lowest resolution and in the middle (LlamaGen: True).
+    cfg.data.tokenizer.attention = True
+    # kind "vq" training (MSE + the VQ losses; no perceptual or GAN loss): optimiser
+    # steps, images per step, peak AdamW learning rate and its linear warm-up (then
+    # cosine decay to 0).
+    cfg.data.tokenizer.steps = 50_000
+    cfg.data.tokenizer.batch_size = 64
+    cfg.data.tokenizer.learning_rate = 1e-4
+    cfg.data.tokenizer.warmup_steps = 1000
+    # Progress lines every log_every steps; an orbax checkpoint (with the data
+    # iterator's position, for an exact resume) every checkpoint_every steps.
+    cfg.data.tokenizer.log_every = 100
+    cfg.data.tokenizer.checkpoint_every = 2000
+    # Seed of the tokenizer's initialisation and of its training order.
+    cfg.data.tokenizer.seed = 0
+    # Where the tokenizer lives ("" until one exists): for kind "vq" the --workdir of
+    # --mode=train_tokenizer, for kind "llamagen" the checkpoint file.
     cfg.data.tokenizer_path = ""
     # Seed of the training order.
     cfg.data.shuffle_buffer_seed = 0

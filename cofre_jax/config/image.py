@@ -8,10 +8,105 @@ cofre_jax.config.tasks registers them as the "image" task. Fields mirror
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
-from cofre_jax.config.checks import _check, _check_choice, _check_model_kind, _check_stack_fields
+from cofre_jax.config.checks import (
+    ConfigError,
+    _check,
+    _check_choice,
+    _check_model_kind,
+    _check_stack_fields,
+    _int_tuple_field,
+)
 from cofre_jax.config.choices import IMAGE_SOURCES
+
+# "vq": trained by this library (--mode=train_tokenizer, cofre_jax/vq/run.py);
+# "llamagen": a LlamaGen tokenizer file read by cofre_jax/vq/llamagen.py.
+IMAGE_TOKENIZER_KINDS = ("vq", "llamagen")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageTokenizerConfig:
+    """data.tokenizer: the VQ tokenizer's architecture and training. Its codebook size is
+    model.codebook_size and its image channels data.channels (not repeated here)."""
+
+    kind: str
+    base_channels: int
+    channel_mult: tuple[int, ...]  # len - 1 stride-2 downsamplings
+    num_res_blocks: int
+    z_channels: int
+    code_dim: int
+    l2_normalised_codes: bool
+    commitment_beta: float
+    norm_groups: int
+    attention: bool
+    steps: int
+    batch_size: int
+    learning_rate: float
+    warmup_steps: int
+    log_every: int
+    checkpoint_every: int
+    seed: int
+
+    def __post_init__(self):
+        _int_tuple_field(self, "data.tokenizer", "channel_mult", "positive ints, e.g. (1, 2, 2)")
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.channel_mult) - 1)
+
+    def validate(self) -> None:
+        _check_choice("data.tokenizer.kind", self.kind, IMAGE_TOKENIZER_KINDS)
+        mult = self.channel_mult
+        _check(
+            bool(mult) and min(mult) >= 1,
+            "data.tokenizer.channel_mult",
+            mult,
+            "a non-empty sequence of positive ints",
+        )
+        for name in ("base_channels", "num_res_blocks", "z_channels", "code_dim", "norm_groups"):
+            value = getattr(self, name)
+            _check(value >= 1, f"data.tokenizer.{name}", value, ">= 1")
+        widths = [self.base_channels * m for m in mult]
+        _check(
+            all(w % self.norm_groups == 0 for w in widths),
+            "data.tokenizer.norm_groups",
+            self.norm_groups,
+            f"a divisor of every level's width base_channels * channel_mult = {widths}",
+        )
+        beta = self.commitment_beta
+        _check(beta >= 0, "data.tokenizer.commitment_beta", beta, ">= 0")
+        for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
+            value = getattr(self, name)
+            _check(value >= 1, f"data.tokenizer.{name}", value, ">= 1")
+        lr = self.learning_rate
+        _check(lr > 0, "data.tokenizer.learning_rate", lr, "> 0")
+        warmup = self.warmup_steps
+        _check(warmup >= 0, "data.tokenizer.warmup_steps", warmup, ">= 0")
+
+
+def tokenizer_section(value: Any) -> ImageTokenizerConfig:
+    """The data.tokenizer mapping (a ConfigDict arrives as a dict) as its frozen,
+    hashable dataclass, with the same unknown / missing key errors as a section."""
+    if isinstance(value, ImageTokenizerConfig):
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"config field 'data.tokenizer' = {value!r} is invalid: allowed a section of "
+            "tokenizer settings (see configs/image_base.py)"
+        )
+    names = [f.name for f in dataclasses.fields(ImageTokenizerConfig)]
+    unknown = sorted(set(value) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key 'data.tokenizer.{unknown[0]}'; valid keys of "
+            f"'data.tokenizer': {sorted(names)}"
+        )
+    missing = [n for n in names if n not in value]
+    if missing:
+        raise ConfigError(f"config section 'data.tokenizer' is missing key '{missing[0]}'")
+    return ImageTokenizerConfig(**{n: value[n] for n in names})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,10 +120,16 @@ class ImageDataConfig:
     channels: int
     num_classes: int
     grid_size: int  # the tokenizer's code grid is grid_size x grid_size
-    tokenizer_path: str  # a trained or imported VQ tokenizer ("" until one exists)
+    tokenizer: ImageTokenizerConfig  # given as a mapping, converted on construction
+    # kind "vq": the workdir of --mode=train_tokenizer; "llamagen": the tokenizer file.
+    tokenizer_path: str
     shuffle_buffer_seed: int
     worker_count: int
     prefetch_batches: int
+
+    def __post_init__(self):
+        # The Config is hashed (cached programs): the nested mapping becomes a dataclass.
+        object.__setattr__(self, "tokenizer", tokenizer_section(self.tokenizer))
 
     @property
     def seq_len(self) -> int:
@@ -52,6 +153,7 @@ class ImageDataConfig:
         )
         _check(self.worker_count >= 0, "data.worker_count", self.worker_count, ">= 0")
         _check(self.prefetch_batches >= 1, "data.prefetch_batches", self.prefetch_batches, ">= 1")
+        self.tokenizer.validate()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,10 +221,25 @@ def resolve_defaults(plain: dict[str, dict[str, Any]]) -> None:
     del plain
 
 
+def _check_tokenizer_grid(data: ImageDataConfig) -> None:
+    """The tokenizer's grid, image_size / 2**(len(channel_mult) - 1), is the model's."""
+    factor = data.tokenizer.downsample_factor
+    if data.image_size == data.grid_size * factor:
+        return
+    levels = len(data.tokenizer.channel_mult)
+    raise ConfigError(
+        "a tokenizer grid that does not match the model: config fields 'data.image_size' "
+        f"= {data.image_size} / 2**(len('data.tokenizer.channel_mult') - 1) = "
+        f"{data.image_size} / {factor} = {data.image_size / factor:g} must equal "
+        f"'data.grid_size' = {data.grid_size} (channel_mult has {levels} levels)"
+    )
+
+
 def validate(config: Any) -> None:
-    """The model's classes are the data's; the scorer LMs and the post-training stages
-    are the text task's."""
+    """The model's classes are the data's; the tokenizer's grid is the model's; the
+    scorer LMs and the post-training stages are the text task's."""
     data, model = config.data, config.model
+    _check_tokenizer_grid(data)
     _check(
         model.num_classes == data.num_classes,
         "model.num_classes",

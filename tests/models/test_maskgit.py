@@ -137,8 +137,8 @@ def test_image_config_errors():
         _config(**{"stage.kind": "distill"})
     with pytest.raises(ConfigError, match="data.source"):
         _config(**{"data.source": "cifar"})
-    with pytest.raises(ConfigError, match="unknown config key 'data.tokenizer'"):
-        _config(**{"data.tokenizer": "byte"})
+    with pytest.raises(ConfigError, match="unknown config key 'data.text_key'"):
+        _config(**{"data.text_key": "text"})
 
 
 def test_published_image_configs_describe(capsys):
