@@ -15,7 +15,7 @@ from cofre_jax import diffusion, fixed_point, modes, sampling, stages, tasks, tr
 from cofre_jax.config import choices
 from cofre_jax.config.typed import from_config_dict
 from cofre_jax.data import sources
-from cofre_jax.evaluation import scorer
+from cofre_jax.evaluation import image_features, scorer
 from cofre_jax.fixed_point import solvers
 from cofre_jax.models import MODELS, DenoiserOutput, build_model, fixed_point_stack
 from cofre_jax.sampling import budget
@@ -40,6 +40,7 @@ def test_dict_registries_match_their_tuples():
     assert tasks.TextTask.MODES == choices.MODES
     assert all(set(t.MODES) <= set(choices.MODES) for t in tasks.TASK_TYPES.values())
     assert tuple(sampling.guidance._RAMPS) == choices.GUIDANCE_RAMPS
+    assert tuple(image_features._FEATURES) == choices.FID_FEATURES
     assert tuple(solvers._METHODS) == choices.SOLVER_METHODS
     # Document sources: what --mode=prepare reads (data.raw_source) plus the embedded
     # corpus; owt and synthetic are read by cofre_jax.data.pipeline itself.
