@@ -119,3 +119,11 @@ def test_a_decoder_of_the_wrong_shape_is_one_line(setup, tmp_path):
             config, image_params(config), lambda c: _decode(c)[..., 0], test, extractor,
             budgets=(4,), num_samples=6, seed=0, workdir=str(tmp_path), log=print,
         )  # fmt: skip
+
+
+def test_inception_features_need_an_existing_weight_file(tmp_path):
+    missing = str(tmp_path / "pt_inception.pth")
+    config = image_config(**{"eval.fid_features": "inception", "eval.inception_weights": missing})
+    with pytest.raises(ConfigError, match="'eval.inception_weights' = .* is invalid") as err:
+        image_eval.make_image_extractor(config, _split(6, 0), _split(6, 1), print)
+    assert "\n" not in str(err.value)
