@@ -235,6 +235,23 @@ def get_config() -> ml_collections.ConfigDict:
     # positions alone an all-MASK row gives the model no way to tell where the row
     # starts, and it writes BOS/EOS at arbitrary positions. False: all MASK (MDLM's way).
     cfg.sample.frame = False
+    # Which masks a step reveals, and to what (cofre_jax/sampling/rules.py): "ancestral"
+    # (MDLM's posterior; text's only rule), "confidence" (MaskGIT's annealed-Gumbel
+    # confidence with arccos counts) or "halton" (the Halton order with arccos counts).
+    # The last two are the image task's (configs/image_base.py sets halton).
+    cfg.sample.reveal_rule = "ancestral"
+    # Classifier-free guidance w: the step uses (1 + w) log p(x | class) - w log p(x | null)
+    # (cofre_jax/sampling/guidance.py), one batched call on twice the rows. 0 = off: no
+    # null-class rows at all. Image task only; budgets count the conditional rows' passes.
+    cfg.sample.guidance_scale = 0.0
+    # How w follows the steps: "constant" or "linear" (w (1 - t): 0 at the first step).
+    cfg.sample.guidance_ramp = "constant"
+    # Token softmax temperature of the confidence and halton rules (log-probs / it; 1 =
+    # the model's distribution). The ancestral rule ignores it.
+    cfg.sample.temperature = 1.0
+    # Confidence rule: scale of the Gumbel noise on the confidences, annealed linearly
+    # to 0 over the steps (MaskGIT's choice temperature, 4.5).
+    cfg.sample.confidence_tau = 4.5
 
     # ---- stage: the training loss and where a stage starts (docs/method.md §2.4, §2.6) ----
     cfg.stage = ml_collections.ConfigDict()
@@ -303,6 +320,14 @@ def get_config() -> ml_collections.ConfigDict:
     # the working directory) whose MDLM and CoFRe excess NLL at the same budgets the
     # summary prints next to this run's; "" prints only the unigram reference.
     cfg.eval.reference = ""
+    # Images: the features of the image distance. "domain" trains (once, cached) a small
+    # classifier on the data's train split and reports "in-domain FID (<dataset>
+    # classifier)" and in-domain IS (grayscale only, cofre_jax/evaluation/images.py);
+    # "inception" is FID and IS proper, from pytorch-fid's InceptionV3.
+    cfg.eval.fid_features = "domain"
+    # "inception": path of the user's pt_inception-2015-12-05-6726825d.pth (never
+    # downloaded).
+    cfg.eval.inception_weights = ""
 
     # ---- mesh: device mesh axes (sizes multiply to the device count) ----
     cfg.mesh = ml_collections.ConfigDict()

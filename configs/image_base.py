@@ -132,6 +132,21 @@ def get_config() -> ml_collections.ConfigDict:
     cfg.train.batch_size = 128
     cfg.train.num_steps = 50_000
     cfg.eval.scorer = "none"  # images are scored by FID and IS, not by a scorer LM
+
+    # ---- sampling: Halton-MaskGIT's released sampler (valeoai/Halton-MaskGIT, its
+    # Config/base_cls2img.yaml and main.py defaults) ----
+    # The Halton order with arccos counts ("sampler: halton").
+    cfg.sample.reveal_rule = "halton"
+    # Their cfg_w = 3, with the same (1 + w) cond - w uncond, kept constant over the steps
+    # (their sampler has no ramp); 0 samples the conditional model alone at half the cost.
+    cfg.sample.guidance_scale = 3.0
+    cfg.sample.guidance_ramp = "constant"
+    # Their sm_temp = sm_temp_min = 1: the model's softmax as it is.
+    cfg.sample.temperature = 1.0
+    # Their r_temp, the confidence rule's Gumbel scale (the halton rule has no noise).
+    cfg.sample.confidence_tau = 4.5
+    # Their step = 32 (sample.budget = 0); a step reveals >= 1 code, so <= grid_size^2.
+    cfg.sample.steps = 32
     return cfg
 
 

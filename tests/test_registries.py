@@ -15,7 +15,7 @@ from cofre_jax import diffusion, fixed_point, modes, sampling, stages, tasks, tr
 from cofre_jax.config import choices
 from cofre_jax.config.typed import from_config_dict
 from cofre_jax.data import sources
-from cofre_jax.evaluation import scorer
+from cofre_jax.evaluation import image_features, scorer
 from cofre_jax.fixed_point import solvers
 from cofre_jax.models import MODELS, DenoiserOutput, build_model, fixed_point_stack
 from cofre_jax.sampling import budget
@@ -42,6 +42,7 @@ def test_dict_registries_match_their_tuples():
     assert tuple(sampling.rules._REVEAL_RULES) == choices.REVEAL_RULES
     assert set(modes.modes_of("text")) == set(choices.MODES) - {"train_tokenizer"}
     assert tuple(sampling.guidance._RAMPS) == choices.GUIDANCE_RAMPS
+    assert tuple(image_features._FEATURES) == choices.FID_FEATURES
     assert tuple(solvers._METHODS) == choices.SOLVER_METHODS
     # Document sources: what --mode=prepare reads (data.raw_source) plus the embedded
     # corpus; owt and synthetic are read by cofre_jax.data.pipeline itself.

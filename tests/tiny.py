@@ -1,14 +1,17 @@
 """The tiny, offline configurations the tests share: a byte-level MDLM on a pseudo-English
 corpus (`tiny_config`), a small FP-MDLM (`fp_config`), and perturbed initial parameters."""
 
+import functools
 import json
 import random
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cofre_jax.config.typed import from_config_dict
-from configs import base, quickstart_mdlm
+from cofre_jax.models import build_model
+from configs import base, quickstart_images, quickstart_mdlm
 
 WORDS = (
     "the of and to in is was for on that with as by at from his her an it were are "
@@ -85,3 +88,47 @@ def perturbed_init(model, seq_len):
         )
 
     return init()
+
+
+def image_config(kind: str = "maskgit", **overrides):
+    """A tiny class-conditional image model (hidden 32, 3 classes, a 4 x 4 grid of 16
+    codes over 8 x 8 grayscale images), `section.key` overrides."""
+    cfg = quickstart_images.get_config()
+    cfg.model.kind = kind
+    cfg.model.hidden_size, cfg.model.num_heads, cfg.model.num_layers = 32, 2, 2
+    cfg.model.k_pre, cfg.model.k_post, cfg.model.codebook_size = 1, 1, 16
+    cfg.model.num_classes = cfg.data.num_classes = 3
+    cfg.data.image_size, cfg.data.grid_size = 8, 4
+    cfg.fixed_point.eval_iterations = 2
+    cfg.train.batch_size = 6
+    for dotted, value in overrides.items():
+        section, key = dotted.split(".")
+        cfg[section][key] = value
+    return from_config_dict(cfg)
+
+
+def image_params(config, seed: int = 0):
+    """Random parameters of an image config's model: its shapes (traced, not compiled:
+    compiling the FP-MaskGIT init alone takes seconds), kernels N(0, 1 / fan_in), norm
+    scales near 1, everything else N(0, 0.3^2) (the zero-initialised adaLN of a fresh
+    model would hide the class). Built once per model settings."""
+    return _image_params(config.model, config.fixed_point, config.data.seq_len, seed)
+
+
+@functools.lru_cache(maxsize=8)
+def _image_params(model_cfg, fixed_point_cfg, seq_len: int, seed: int):
+    model = build_model(model_cfg, fixed_point_cfg)
+    inputs = jnp.zeros((1, seq_len), jnp.int32), jnp.zeros((1,)), jnp.zeros((1,), jnp.int32)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *inputs, train=False))
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        name = jax.tree_util.keystr(path)
+        noise = rng.standard_normal(leaf.shape).astype(np.float32)
+        if name.endswith("['scale']"):
+            return jnp.asarray(1.0 + 0.1 * noise)
+        if name.endswith("['kernel']"):
+            return jnp.asarray(noise / np.sqrt(np.prod(leaf.shape[:-1])))
+        return jnp.asarray(0.3 * noise)
+
+    return jax.tree_util.tree_map_with_path(draw, shapes)["params"]

@@ -38,6 +38,9 @@ WARM_STARTS = ("cold", "reuse", "3sr")
 # guidance ramp (cofre_jax/sampling/guidance.py)
 REVEAL_RULES = ("ancestral", "confidence", "halton")
 GUIDANCE_RAMPS = ("constant", "linear")
+# eval.fid_features: the network whose features the image distance uses
+# (cofre_jax/evaluation/images.py): the in-domain classifier, or FID's InceptionV3
+FID_FEATURES = ("domain", "inception")
 # fixed_point (cofre_jax/fixed_point)
 SOLVER_METHODS = ("picard", "anderson")
 TOL_KINDS = ("relative", "absolute")

@@ -258,3 +258,12 @@ def validate(config: Any) -> None:
         config.stage.kind,
         "'pretrain' or 'consistency' for images (distillation converts a text MDLM)",
     )
+    # Guidance subtracts the null class's prediction, which only label dropout teaches.
+    _check(
+        config.sample.guidance_scale == 0.0 or model.label_dropout > 0.0,
+        "sample.guidance_scale",
+        config.sample.guidance_scale,
+        "0 when model.label_dropout is 0 (the null class of guidance is never trained)",
+    )
+    # A frame is text's BOS/EOS; an image's first and last codes are ordinary codes.
+    _check(not config.sample.frame, "sample.frame", config.sample.frame, "False for images")

@@ -8,7 +8,13 @@ from __future__ import annotations
 import dataclasses
 
 from cofre_jax.config.checks import _check, _check_choice, _int_tuple_field
-from cofre_jax.config.choices import ALLOCATION_SCHEDULES, WARM_STARTS
+from cofre_jax.config.choices import (
+    ALLOCATION_SCHEDULES,
+    FID_FEATURES,
+    GUIDANCE_RAMPS,
+    REVEAL_RULES,
+    WARM_STARTS,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +38,11 @@ class SampleConfig:
     reuse_changed: float  # 3SR gamma of newly revealed tokens
     adaptive_tol: float  # per-sequence residual tolerance of adaptive stopping; 0 = off
     frame: bool  # start with position 0 = BOS and the last = EOS visible
+    reveal_rule: str  # which masks a step reveals: ancestral (text), confidence, halton
+    guidance_scale: float  # classifier-free guidance w; 0 = off (no null-class pass)
+    guidance_ramp: str  # how w follows the step: constant or linear
+    temperature: float  # token softmax temperature of the confidence and halton rules
+    confidence_tau: float  # Gumbel noise scale of the confidence rule, annealed to 0
 
     def validate(self) -> None:
         _check(self.num_samples >= 1, "sample.num_samples", self.num_samples, ">= 1")
@@ -47,6 +58,16 @@ class SampleConfig:
             value = getattr(self, name)
             _check(0.0 <= value <= 1.0, f"sample.{name}", value, "[0, 1]")
         _check(self.adaptive_tol >= 0.0, "sample.adaptive_tol", self.adaptive_tol, ">= 0 (0: off)")
+        _check_choice("sample.reveal_rule", self.reveal_rule, REVEAL_RULES)
+        _check(
+            self.guidance_scale >= 0.0,
+            "sample.guidance_scale",
+            self.guidance_scale,
+            ">= 0 (0: off)",
+        )
+        _check_choice("sample.guidance_ramp", self.guidance_ramp, GUIDANCE_RAMPS)
+        _check(self.temperature > 0.0, "sample.temperature", self.temperature, "> 0")
+        _check(self.confidence_tau >= 0.0, "sample.confidence_tau", self.confidence_tau, ">= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +81,8 @@ class EvalConfig:
     scorer_batch_size: int
     report: str  # the report is <workdir>/<report>_step<N>.json
     reference: str  # a quality_vs_budget.json whose MDLM/CoFRe figures are printed too
+    fid_features: str  # images: "domain" (in-domain classifier) or "inception" (FID)
+    inception_weights: str  # pytorch-fid's pt_inception-2015-12-05-*.pth for "inception"
 
     def __post_init__(self):
         _int_tuple_field(self, "eval", "budgets", "block-pass budgets, e.g. (32, 64)")
@@ -84,3 +107,12 @@ class EvalConfig:
             self.report,
             "a file-name stem without '/'",
         )
+        _check_choice("eval.fid_features", self.fid_features, FID_FEATURES)
+        if self.fid_features == "inception":
+            _check(
+                bool(self.inception_weights),
+                "eval.inception_weights",
+                self.inception_weights,
+                "a path to pytorch-fid's pt_inception-2015-12-05-*.pth for eval.fid_features "
+                "'inception' (nothing is downloaded)",
+            )

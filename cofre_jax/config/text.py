@@ -177,7 +177,8 @@ def resolve_defaults(plain: dict[str, dict[str, Any]]) -> None:
 def validate(config: Any) -> None:
     """Checks across sections, after each section's own: the model's vocabulary is the
     tokenizer's, the oracle scorer needs the synthetic corpus, distillation needs an
-    fp_mdlm whose blocks convert.layer_map covers. `config` is a typed Config."""
+    fp_mdlm whose blocks convert.layer_map covers, and the image task's reveal rules,
+    guidance and FID features stay off. `config` is a typed Config."""
     data, model = config.data, config.model
     expected_vocab = tokenizer_vocab_size(data.tokenizer, data.synthetic_vocab) + 1
     _check(
@@ -193,6 +194,27 @@ def validate(config: Any) -> None:
             config.eval.scorer,
             "'oracle' only with data.source 'synthetic' (the exact likelihood is the generator's)",
         )
+    # The image task's sampling and evaluation settings: text has no classes to guide
+    # and its samplers run MDLM's ancestral rule only.
+    sample = config.sample
+    _check(
+        sample.reveal_rule == "ancestral",
+        "sample.reveal_rule",
+        sample.reveal_rule,
+        "'ancestral' for text (confidence and halton are the image task's rules)",
+    )
+    _check(
+        sample.guidance_scale == 0.0,
+        "sample.guidance_scale",
+        sample.guidance_scale,
+        "0 for text (classifier-free guidance needs the image task's classes)",
+    )
+    _check(
+        config.eval.fid_features == "domain" and not config.eval.inception_weights,
+        "eval.fid_features",
+        config.eval.fid_features,
+        "'domain' with no eval.inception_weights for text (FID is the image task's)",
+    )
     if config.stage.kind == "distill":
         _check(model.kind == "fp_mdlm", "model.kind", model.kind, "'fp_mdlm' for distillation")
         blocks = model.k_pre + model.k_fp + model.k_post

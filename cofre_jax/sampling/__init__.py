@@ -14,6 +14,8 @@
     guidance     classifier-free guidance of conditional denoisers (image models)
     denoisers    the Flax models as sampler denoisers
     draw         sample_plan and draw_samples from a config (--mode=sample and eval)
+    images       draw_image_samples: class-conditional codes with the config's reveal
+                 rule and guidance (the image task's draw)
 
 Every denoiser takes a condition `cond` (a pytree of arrays, traced; None for text).
 """
@@ -58,6 +60,7 @@ from cofre_jax.sampling.halton import (
     arccos_reveal_counts,
     halton_order,
 )
+from cofre_jax.sampling.images import draw_image_samples, image_reveal_fn
 from cofre_jax.sampling.loop import SampleState, Transition, ancestral_times, run_transitions
 from cofre_jax.sampling.noise import sample_categorical, top_p_filter
 from cofre_jax.sampling.reveal import (
@@ -102,12 +105,14 @@ __all__ = [
     "block_passes_with_guidance",
     "confidence_update",
     "cost_formula",
+    "draw_image_samples",
     "draw_samples",
     "fp_sample",
     "fp_sample_fn",
     "fp_sample_jit",
     "guidance_scale",
     "halton_order",
+    "image_reveal_fn",
     "make_fp_denoise_fn",
     "make_guided_denoise_fn",
     "make_guided_fp_denoise_fn",

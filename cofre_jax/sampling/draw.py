@@ -47,6 +47,15 @@ def make_denoise_fn(config: Config) -> Callable:
     return _mdlm_denoise_fn(config.model, config.diffusion)
 
 
+def model_denoise_fn(config: Config) -> Callable:
+    """The config's model as its sampler takes it: a `DenoiseFn`, or for a fixed-point
+    model an `FPDenoiseFn` (with sample.adaptive_tol); one object per settings."""
+    m = config.model
+    if not model_class(m).is_fixed_point:
+        return make_denoise_fn(config)
+    return _fp_denoise_fn(m, config.fixed_point, config.diffusion, config.sample.adaptive_tol)
+
+
 def sample_plan(config: Config, total: int | None = None, steps: int | None = None):
     """The block-pass plan of a sampling run: `total` block passes in `steps` steps when
     given, else sample.budget in sample.budget_steps (sample.budget 0: sample.steps steps
@@ -89,11 +98,20 @@ def draw_samples(
     mesh: Mesh | None = None,
     cond: Any = None,
     reveal_fn: RevealFn = ancestral_update,
+    *,
+    denoise_fn: Callable | None = None,
+    hidden_size: int | None = None,
+    depends_on_t: bool = False,
 ) -> Samples:
     """`num_samples` sequences by the model's budgeted sampler (MDLM ancestral or FP),
     split over `mesh` (default: config.mesh) like a train batch when they divide; cond
     is the samplers' condition (None: unconditional, as for text); reveal_fn the reveal
-    rule (`rules.make_reveal_fn(..., steps=plan.steps)` for a step-indexed one)."""
+    rule (`rules.make_reveal_fn(..., steps=plan.steps)` for a step-indexed one).
+
+    denoise_fn replaces `model_denoise_fn(config)` (e.g. a guided wrapper of it, built
+    once per settings so the compiled sampler is reused); hidden_size is then the width
+    of the h* it returns (FP only; guidance: 2 D) and depends_on_t whether its output
+    depends on t beyond the model's (a ramped guidance: the logits cache is then off)."""
     sc, m = config.sample, config.model
     mesh = mesh if mesh is not None else sharding.make_mesh(config.mesh)
     schedule = diffusion.make_schedule(config.diffusion.schedule, config.diffusion.eps)
@@ -117,25 +135,27 @@ def draw_samples(
         reveal_fn=reveal_fn,
     )
     key = jax.random.PRNGKey(seed)
+    denoise_fn = denoise_fn if denoise_fn is not None else model_denoise_fn(config)
     if not model_class(m).is_fixed_point:
+        # The image models are never time-conditioned (no such field).
+        uses_t = depends_on_t or getattr(m, "time_conditioning", False)
         out = ancestral_sample_with_budget(
-            make_denoise_fn(config),
+            denoise_fn,
             params,
             key,
             plan,
             # The cache is exact only for a denoiser that ignores t (MDLM turns it off too).
-            reuse_logits=sc.reuse_logits and not m.time_conditioning,
+            reuse_logits=sc.reuse_logits and not uses_t,
             **common,
         )
         details = {"network_calls": int(out.network_calls)}
     else:
-        fp_denoise_fn = _fp_denoise_fn(m, config.fixed_point, config.diffusion, sc.adaptive_tol)
         out = fp_sample(
-            fp_denoise_fn,
+            denoise_fn,
             params,
             key,
             plan,
-            hidden_size=m.hidden_size,
+            hidden_size=hidden_size or m.hidden_size,
             warm_start=sc.warm_start,
             coefficients=ReuseCoefficients(
                 sc.reuse_visible, sc.reuse_masked_min, sc.reuse_masked_max, sc.reuse_changed
