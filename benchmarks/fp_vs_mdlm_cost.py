@@ -100,11 +100,10 @@ def _trainer(cfg_dict) -> train.TrainProgram:
 def compile_step(trainer: train.TrainProgram, *, unroll: bool = False) -> dict[str, Any]:
     cfg = trainer.config
     batch = {
-        "tokens": jax.ShapeDtypeStruct(
-            (cfg.train.batch_size, cfg.data.seq_len),
-            jnp.int32,
-            sharding=sharding.batch_sharding(trainer.mesh),
+        name: jax.ShapeDtypeStruct(
+            spec.shape, spec.dtype, sharding=sharding.batch_sharding(trainer.mesh)
         )
+        for name, spec in trainer.task.abstract_batch(cfg.train.batch_size).items()
     }
     start = time.perf_counter()
     with _unrolled_scans() if unroll else contextlib.nullcontext():

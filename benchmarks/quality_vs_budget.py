@@ -40,7 +40,7 @@ import jax
 from fp_vs_mdlm_cost import compile_step
 from quickstart_compare import ROOT, run_cli, step_times
 
-from cofre_jax import checkpoint, sampling, sharding, tasks, train
+from cofre_jax import sampling, sharding, tasks, train
 from cofre_jax.config.typed import from_config_dict
 from cofre_jax.data import pipeline, synthetic
 from cofre_jax.data.tokenizers import make_tokenizer
@@ -241,7 +241,7 @@ def phase_eval(runs: str, num_samples: int, seed: int, names: tuple[str, ...]) -
         if not todo and results["run"]:
             continue
         mesh = sharding.make_mesh(config.mesh)
-        params, step = checkpoint.restore_model_params(config, os.path.join(runs, run), mesh=mesh)
+        params, step = tasks.restore_model_params(config, os.path.join(runs, run), mesh=mesh)
         if not results["run"]:
             tokenizer = make_tokenizer(config.data)
             batches = pipeline.make_eval_batches(

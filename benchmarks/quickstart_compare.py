@@ -91,6 +91,18 @@ def run_cli(config_file: str, mode: str, workdir: str, overrides: list[str]) -> 
     subprocess.run(command, cwd=ROOT, check=True)
 
 
+def random_batch(trainer: train.TrainProgram, seed: int = 0) -> dict[str, np.ndarray]:
+    """One global batch of the task's shapes: random ids below the smallest vocabulary
+    any task here has (a text tokenizer's 256 bytes, an image model's codes, its labels)."""
+    rng = np.random.default_rng(seed)
+    m = trainer.config.model
+    high = {"labels": getattr(m, "num_classes", 1)}
+    return {
+        name: rng.integers(0, high.get(name, min(256, m.mask_id)), spec.shape).astype(spec.dtype)
+        for name, spec in trainer.task.abstract_batch(trainer.config.train.batch_size).items()
+    }
+
+
 def step_times(configs: dict, rounds: int) -> dict[str, float]:
     """Median seconds per train step, arms interleaved (A B C D A B C D ...)."""
     arms = {}
@@ -103,10 +115,7 @@ def step_times(configs: dict, rounds: int) -> dict[str, float]:
         if mode == "convert":
             teacher = trainer.task.teacher()
             trainer = trainer.with_teacher(teacher.init_params(jax.random.PRNGKey(0)))
-        rng = np.random.default_rng(0)
-        shape = (config.train.batch_size, config.data.seq_len)
-        batch = {"tokens": rng.integers(0, 256, shape).astype(np.int32)}
-        batch = sharding.global_batch(batch, trainer.mesh)
+        batch = sharding.global_batch(random_batch(trainer), trainer.mesh)
         state = trainer.init_state()
         state, metrics = trainer.train_step(state, batch)  # compile
         jax.block_until_ready(metrics)

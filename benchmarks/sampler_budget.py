@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from cofre_jax import checkpoint, diffusion, tasks
+from cofre_jax import diffusion, tasks
 from cofre_jax.config.typed import from_config_dict
 from cofre_jax.models import build_model, count_params
 from cofre_jax.models.dit import conditioning
@@ -78,7 +78,7 @@ def load(args):
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         config = from_config_dict(module.get_config())
-        params, step = checkpoint.restore_model_params(config, args.workdir)
+        params, step = tasks.restore_model_params(config, args.workdir)
         return config, jax.device_get(params), f"trained: {args.workdir} step {step}"
     config = quickstart_fp_config(args.seq_len, args.hidden)
     task = tasks.get_task(config)

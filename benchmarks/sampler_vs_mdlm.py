@@ -36,7 +36,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from cofre_jax import checkpoint, sampling, tasks
+from cofre_jax import sampling, tasks
 from cofre_jax.config.typed import from_config_dict
 from cofre_jax.models import count_params
 from configs import synthetic_cofre, synthetic_mdlm
@@ -54,7 +54,7 @@ def load(cfg, workdir: str, init_noise: float, quick: bool):
         cfg.model.hidden_size, cfg.model.num_heads, cfg.model.cond_dim = 32, 2, 16
     config = from_config_dict(cfg)
     if workdir:
-        params, step = checkpoint.restore_model_params(config, workdir)
+        params, step = tasks.restore_model_params(config, workdir)
         return config, params, f"trained: {workdir} step {step}"
     params = tasks.get_task(config).init_params(jax.random.PRNGKey(config.train.seed))
 

@@ -20,8 +20,7 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
-from cofre_jax import sharding, tasks
-from cofre_jax.config.typed import Config
+from cofre_jax import sharding
 
 
 class CheckpointMismatchError(ValueError):
@@ -135,16 +134,15 @@ def restore_params(workdir: str, abstract_params: Any, *, use_ema: bool = True) 
         return _restore_params(directory, abstract_params, use_ema)
 
 
-def restore_model_params(
-    config: Config, workdir: str, *, use_ema: bool = True, mesh: jax.sharding.Mesh | None = None
+def restore_params_on_mesh(
+    abstract_params: Any, workdir: str, mesh: jax.sharding.Mesh, *, use_ema: bool = True
 ) -> tuple[Any, int]:
-    """(params, step) of the latest checkpoint of `config`'s model in `workdir`, placed
-    on `mesh` (default: config.mesh); nothing but the parameters is built or kept."""
-    mesh = mesh if mesh is not None else sharding.make_mesh(config.mesh)
-    abstract = tasks.get_task(config).abstract_params()
-    shardings = sharding.tree_shardings(abstract, mesh)
+    """(params, step) of the latest checkpoint in `workdir`, of the shapes of
+    `abstract_params`, placed on `mesh`; nothing but the parameters is built or kept.
+    (`cofre_jax.tasks.restore_model_params` gives a config's model's.)"""
+    shardings = sharding.tree_shardings(abstract_params, mesh)
     abstract = jax.tree_util.tree_map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_params, shardings
     )
     directory = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(directory) or not os.listdir(directory):

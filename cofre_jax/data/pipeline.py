@@ -120,7 +120,12 @@ def make_train_iterator(
         .slice(slice(process_index, None, process_count))
         .batch(batch_size, drop_remainder=True)
         .map(_as_example)
-        .to_iter_dataset(grain.ReadOptions(prefetch_buffer_size=data_cfg.prefetch_batches))
+        .to_iter_dataset(
+            grain.ReadOptions(
+                num_threads=data_cfg.prefetch_batches,
+                prefetch_buffer_size=data_cfg.prefetch_batches,
+            )
+        )
     )
     if data_cfg.worker_count > 0:
         dataset = dataset.mp_prefetch(

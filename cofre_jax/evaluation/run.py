@@ -24,7 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from cofre_jax import checkpoint, sampling, sharding, tasks
+from cofre_jax import sampling, sharding, tasks
 from cofre_jax.config.typed import Config
 from cofre_jax.data import synthetic
 from cofre_jax.evaluation import oracle
@@ -184,7 +184,7 @@ def evaluate_checkpoint(
     from cofre_jax import train
 
     mesh = sharding.make_mesh(config.mesh)
-    params, step = checkpoint.restore_model_params(config, workdir, mesh=mesh)
+    params, step = tasks.restore_model_params(config, workdir, mesh=mesh)
     path = os.path.join(workdir, f"{config.eval.report}_step{step}.json")
     settings = _jsonable(_settings(config, step))
     report: dict[str, Any] = {"step": step, "settings": settings, "budgets": {}, "parts": []}

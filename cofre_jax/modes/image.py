@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from cofre_jax import checkpoint, sampling, sharding, tasks
+from cofre_jax import sampling, sharding, tasks
 from cofre_jax.config.typed import Config, ConfigError
 from cofre_jax.io.json_file import write_json
 from cofre_jax.modes.common import prepare_workdir, print0, progress
@@ -26,8 +26,7 @@ def run_train_tokenizer(config: Config, workdir: str) -> None:
     """Trains data.tokenizer's VQ model on the train images, resuming in workdir."""
     from cofre_jax.vq import run
 
-    report = run.train_tokenizer(config, prepare_workdir(workdir), log=print0)
-    print0("\n".join(run.summary_lines(report)))
+    run.train_tokenizer(config, prepare_workdir(workdir), log=print0)
 
 
 def run_sample(config: Config, workdir: str) -> None:
@@ -39,12 +38,13 @@ def run_sample(config: Config, workdir: str) -> None:
     plan = _plan(config)
     tokenizer = tasks.get_task(config).tokenizer()
     mesh = sharding.make_mesh(config.mesh)
-    params, step = checkpoint.restore_model_params(config, workdir, mesh=mesh)
+    params, step = tasks.restore_model_params(config, workdir, mesh=mesh)
     sc, classes = config.sample, config.data.num_classes
     labels_N = image_eval.class_balanced_labels(sc.num_samples, classes)
     start = time.perf_counter()
     drawn = sampling.draw_image_samples(config, params, plan, labels_N, sc.seed, mesh=mesh)
-    images_NxHxWxC = np.asarray(tokenizer.decode(drawn.tokens_BxL.reshape(-1, *tokenizer.grid)))
+    codes_Nxhxw = drawn.tokens_BxL.reshape(-1, *tokenizer.grid)
+    images_NxHxWxC = np.asarray(tokenizer.decode(codes_Nxhxw))
     seconds = time.perf_counter() - start
     grid_path = os.path.join(workdir, f"samples_step{step}_budget{plan.budget}.png")
     png.write_png(grid_path, png.image_grid(images_NxHxWxC, rows=classes))
@@ -80,19 +80,21 @@ def run_eval(config: Config, workdir: str) -> None:
         _plan(config, budget, steps)
     train_split, test_split = images.load_splits(config.data)
     tokenizer = tasks.get_task(config).tokenizer()
-    extractor = image_eval.feature_extractor(config, train_split, test_split, log=progress)
+    extractor = image_eval.make_image_extractor(config, train_split, test_split, log=progress)
     mesh = sharding.make_mesh(config.mesh)
-    params, step = checkpoint.restore_model_params(config, workdir, mesh=mesh)
+    params, step = tasks.restore_model_params(config, workdir, mesh=mesh)
     report = image_eval.evaluate_images(
         config,
         params,
-        lambda codes_Bxhxw: np.asarray(tokenizer.decode(codes_Bxhxw)),
+        tokenizer.decode,
         test_split,
         extractor,
-        step=step,
+        budgets=ev.budgets,
+        num_samples=ev.num_samples,
+        seed=config.sample.seed,
         workdir=workdir,
-        mesh=mesh,
         log=progress,
+        step=step,
     )
     print0("\n".join(image_eval.summary_lines(report)))
 

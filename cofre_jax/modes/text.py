@@ -10,7 +10,7 @@ import time
 
 import jax
 
-from cofre_jax import checkpoint, sampling, sharding, tasks
+from cofre_jax import sampling, sharding, tasks
 from cofre_jax.config.typed import Config, ConfigError
 from cofre_jax.io.json_file import write_json
 from cofre_jax.models import model_class
@@ -78,7 +78,7 @@ def run_sample(config: Config, workdir: str) -> None:
     except ConfigError as e:
         raise SystemExit(f"config error: {e}") from None
     mesh = sharding.make_mesh(config.mesh)
-    params, step = checkpoint.restore_model_params(config, workdir, mesh=mesh)
+    params, step = tasks.restore_model_params(config, workdir, mesh=mesh)
     task = tasks.get_task(config)
     sc = config.sample
     start = time.perf_counter()

@@ -8,7 +8,11 @@ new modality adds a module here and an entry in TASK_TYPES, not branches elsewhe
 from __future__ import annotations
 
 import functools
+from typing import Any
 
+import jax
+
+from cofre_jax import checkpoint, sharding
 from cofre_jax.config.choices import TASKS
 from cofre_jax.config.typed import Config
 from cofre_jax.tasks.image import ImageTask
@@ -25,4 +29,14 @@ def get_task(config: Config):
     return TASK_TYPES[config.task].build(config)
 
 
-__all__ = ["TASK_TYPES", "ImageTask", "TextTask", "get_task"]
+def restore_model_params(
+    config: Config, workdir: str, *, use_ema: bool = True, mesh: jax.sharding.Mesh | None = None
+) -> tuple[Any, int]:
+    """(params, step) of the latest checkpoint of `config`'s model in `workdir`, placed
+    on `mesh` (default: config.mesh)."""
+    mesh = mesh if mesh is not None else sharding.make_mesh(config.mesh)
+    abstract = get_task(config).abstract_params()
+    return checkpoint.restore_params_on_mesh(abstract, workdir, mesh, use_ema=use_ema)
+
+
+__all__ = ["TASK_TYPES", "ImageTask", "TextTask", "get_task", "restore_model_params"]

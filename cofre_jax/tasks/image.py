@@ -89,25 +89,32 @@ class ImageTask:
 
     # ---- data
 
-    def tokenizer(self):
-        """The VQ tokenizer of data.tokenizer_path (cofre_jax.vq.run.load_tokenizer)."""
-        from cofre_jax.vq import run
+    def abstract_batch(self, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
+        """The shapes of one global train batch, for lowering and benchmarks."""
+        grid = self.config.data.grid_size
+        return {
+            "codes": jax.ShapeDtypeStruct((batch_size, grid, grid), jnp.int32),
+            "labels": jax.ShapeDtypeStruct((batch_size,), jnp.int32),
+        }
 
-        return run.load_tokenizer(self.config)
+    def tokenizer(self):
+        """The VQ tokenizer of data.tokenizer_path (cofre_jax.vq.tokenizer)."""
+        from cofre_jax.vq import tokenizer
+
+        return tokenizer.load_tokenizer(self.config)
 
     def make_data(self, process_index: int, process_count: int):
         """(endless checkpointable iterator of this process's batches of codes and labels,
         eval batches of the test split): the tokenizer's codes are computed once and
         cached, so training never runs the encoder."""
         from cofre_jax.data import images
-        from cofre_jax.vq import run
+        from cofre_jax.vq.tokenizer import cached_split_codes
 
         data, tc = self.config.data, self.config.train
         train_split, test_split = images.load_splits(data)
         tokenizer = self.tokenizer()
         codes = {
-            s.name: run.cached_split_codes(self.config, tokenizer, s)
-            for s in (train_split, test_split)
+            s.name: cached_split_codes(self.config, tokenizer, s) for s in (train_split, test_split)
         }
         per_process = tc.batch_size // process_count
         train_iter = images.make_train_iterator(

@@ -75,6 +75,10 @@ class TextTask:
 
     # ---- data
 
+    def abstract_batch(self, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
+        """The shapes of one global train batch, for lowering and benchmarks."""
+        return {"tokens": jax.ShapeDtypeStruct((batch_size, self.config.data.seq_len), jnp.int32)}
+
     def tokenizer(self):
         from cofre_jax import data  # the tokenizers and corpora: not needed by `describe`
 

@@ -9,7 +9,7 @@ import pytest
 import tiny
 from tiny import fp_config, perturbed_init
 
-from cofre_jax import checkpoint, modes, tasks
+from cofre_jax import modes, tasks
 from cofre_jax.config.typed import from_config_dict
 from cofre_jax.models import build_model
 from cofre_jax.sampling import ancestral_sample, draw_samples, fp_sample_jit, sample_plan
@@ -58,8 +58,8 @@ def test_sample_mode_spends_and_prints_the_budget(kind, tmp_path, monkeypatch, c
         model = build_model(config.model, config.fixed_point)
         return perturbed_init(model, config.data.seq_len), 0
 
-    monkeypatch.setattr(checkpoint, "restore_model_params", fake_restore)
-    modes.run_sample(config, str(tmp_path))
+    monkeypatch.setattr(tasks, "restore_model_params", fake_restore)
+    modes.run("sample", config, str(tmp_path))
     stdout = capsys.readouterr().out
     assert "budget: 30\n" in stdout
     used = int(stdout.split("block_passes_used: ")[1].split()[0])

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tiny
 
-from cofre_jax import checkpoint, sharding, train
+from cofre_jax import sharding, tasks, train
 from cofre_jax.config.typed import from_config_dict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -173,7 +173,7 @@ def _train_cmd(corpus, workdir, num_steps):
 
 def _final_params(config_dict, workdir):
     config = from_config_dict(config_dict)
-    params, step = checkpoint.restore_model_params(config, str(workdir), use_ema=False)
+    params, step = tasks.restore_model_params(config, str(workdir), use_ema=False)
     return jax.device_get(params), step
 
 

@@ -92,7 +92,9 @@ def make_train_iterator(
         .repeat(None)
         .slice(slice(process_index, None, process_count))
         .batch(batch_size, drop_remainder=True)
-        .to_iter_dataset(grain.ReadOptions(prefetch_buffer_size=prefetch_batches))
+        .to_iter_dataset(
+            grain.ReadOptions(num_threads=prefetch_batches, prefetch_buffer_size=prefetch_batches)
+        )
     )
     if worker_count > 0:
         dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
