@@ -10,7 +10,7 @@ MAIN := $(PY) -m cofre_jax.main
 # Two workers, one test file each (module fixtures are built once per file).
 PYTEST_ARGS ?= -n 2 --dist loadfile
 
-.PHONY: setup setup-test run run-text run-mdlm convert quality test lint format clean
+.PHONY: setup setup-test run run-text run-images run-mdlm convert quality test lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,16 @@ run-text: setup
 	$(MAIN) --config=configs/quickstart_cofre.py --workdir=runs/quickstart_cofre
 	$(MAIN) --config=configs/quickstart_cofre.py --workdir=runs/quickstart_cofre --mode=sample
 	$(MAIN) --config=configs/quickstart_cofre.py --workdir=runs/quickstart_cofre --mode=eval
+
+# Class-conditional images on Fashion-MNIST (offline, from the Debian package): the VQ
+# tokenizer (28x28 -> 7x7 codes), FP-MaskGIT 2/1/2, CoFRe's consistency stage, then
+# in-domain FID and IS at budgets 48 and 192 with a sample grid per budget
+# (runs/quickstart_images_cofre/eval_images_budget*.png). Every step resumes.
+run-images: setup
+	$(MAIN) --config=configs/quickstart_images.py --workdir=runs/quickstart_images_tokenizer --mode=train_tokenizer
+	$(MAIN) --config=configs/quickstart_images.py --workdir=runs/quickstart_images
+	$(MAIN) --config=configs/quickstart_images_cofre.py --workdir=runs/quickstart_images_cofre
+	$(MAIN) --config=configs/quickstart_images_cofre.py --workdir=runs/quickstart_images_cofre --mode=eval
 
 # The MDLM baseline at the same width (4 blocks).
 run-mdlm: setup
