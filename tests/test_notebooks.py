@@ -14,7 +14,12 @@ import pytest
 from nbclient import NotebookClient
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-NOTEBOOKS = ("quickstart.ipynb", "sampling_3sr.ipynb", "solver_playground.ipynb")
+NOTEBOOKS = (
+    "images.ipynb",
+    "quickstart.ipynb",
+    "sampling_3sr.ipynb",
+    "solver_playground.ipynb",
+)
 
 
 def _read(name: str):
@@ -67,7 +72,19 @@ def _outputs(nb) -> tuple[str, int]:
 
 # CI runs the quick start at a third of its training steps (every cell and output is the
 # same, the model is just less trained): 150 + 20 steps would take about two minutes.
-CI_SIZE = {"quickstart.ipynb": (("steps=150", "steps=40"), ("steps=20", "steps=10"))}
+# The images notebook likewise at 100 tokenizer, 100 FP-MaskGIT and 10 consistency
+# steps instead of 300, 300 and 30 (about four minutes at its own size on 2 cores).
+CI_SIZE = {
+    "quickstart.ipynb": (("steps=150", "steps=40"), ("steps=20", "steps=10")),
+    "images.ipynb": (
+        (
+            "tok.steps, tok.batch_size, tok.warmup_steps = 300,",
+            "tok.steps, tok.batch_size, tok.warmup_steps = 100,",
+        ),
+        ("steps=300)", "steps=100)"),
+        ("steps=30)", "steps=10)"),
+    ),
+}
 
 
 def _at_ci_size(nb, name: str):
@@ -97,6 +114,26 @@ def test_notebook_runs_headless_on_cpu(name, tmp_path, compile_cache):
         assert 0 < used <= 96
         (report,) = (tmp_path).glob("cofre_*/cofre/samples_step*.json")
         assert json.loads(report.read_text())["block_passes_used"] == used
+    elif name == "images.ipynb":
+        assert "train: (60000, 28, 28, 1), test: (10000, 28, 28, 1), 10 classes" in text
+        assert "model_kind: fp_maskgit" in text and "block_passes_per_step: 1 + 1*N + 1" in text
+        # The tokenizer's report, and the same figures read back in the next cell.
+        assert "tokenizer after 100 steps: held-out reconstruction MSE" in text
+        mse = float(text.split("held-out MSE ")[1].split()[0])
+        assert 0 < mse < 0.3  # 0.9 at init
+        assert "final validation (EMA params, step 100)" in text
+        assert "starting stage 'consistency' from the EMA parameters" in text
+        assert "final validation (EMA params, step 10)" in text
+        lines = [line for line in text.splitlines() if line.startswith("budget ")]
+        assert [int(line.split()[1].rstrip(":")) for line in lines] == [24, 48, 96]
+        for line in lines:  # "budget B: T steps, block passes used U <= B, with guidance G, ..."
+            budget = int(line.split()[1].rstrip(":"))
+            used = int(line.split("block passes used ")[1].split()[0])
+            guided = int(line.split("with guidance ")[1].split(",")[0])
+            assert 0 < used <= budget and guided == 2 * used, line
+        assert "7 x 7 reveals per step: [ 3  4  4  5  5  5  7 16]" in text
+        # Data, tokenizer round trip, sample grids at three budgets, the Halton order.
+        assert images == 4
     elif name == "sampling_3sr.ipynb":
         assert "gamma: [1.    1.    0.2   0.795" in text  # the 3SR rule on the handcrafted row
         assert images == 1 and text.count("block passes used") == 3
