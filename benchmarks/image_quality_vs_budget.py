@@ -57,6 +57,8 @@ SCALE = {
     "train.eval_every": 300,
     "train.checkpoint_every": 200,
     "train.log_every": 100,
+    # The tokenizer of configs/quickstart_images.py trained longer, shared by every run.
+    "data.tokenizer.steps": 1500,
 }
 # run -> (config module, the run its stage starts from, field overrides)
 RUNS = {
@@ -88,8 +90,11 @@ def run_config(run: str, runs: str, **extra):
         cfg.stage.init_from = os.path.join(runs, parent)
     stage_scale = {k: v for k, v in SCALE.items() if not (parent and k.startswith("train."))}
     for field, value in {**stage_scale, **fields, **extra}.items():
-        section, name = field.split(".")
-        cfg[section][name] = value
+        *path, name = field.split(".")
+        section = cfg
+        for part in path:
+            section = section[part]
+        section[name] = value
     return from_config_dict(cfg)
 
 

@@ -22,16 +22,16 @@ def get_config():
     tok.kind = "vq"
     tok.base_channels, tok.channel_mult, tok.num_res_blocks = 8, (1, 2, 2), 1
     tok.z_channels, tok.code_dim, tok.norm_groups, tok.attention = 16, 8, 4, False
-    tok.steps, tok.batch_size, tok.learning_rate, tok.warmup_steps = 1500, 64, 2e-3, 100
+    tok.steps, tok.batch_size, tok.learning_rate, tok.warmup_steps = 1000, 64, 2e-3, 100
     tok.log_every, tok.checkpoint_every = 100, 500
     cfg.data.tokenizer_path = "runs/quickstart_images_tokenizer"
     cfg.train.batch_size = 64
-    cfg.train.num_steps = 1500
+    cfg.train.num_steps = 1000
     cfg.train.log_every, cfg.train.eval_every, cfg.train.checkpoint_every = 100, 500, 250
     # A model this small takes a larger step than the published 5e-4, and the published
     # 1500 warm-up steps would be the whole run.
     cfg.optim.lr, cfg.optim.warmup_steps = 1e-3, 100
-    cfg.optim.ema_decay = 0.995  # a horizon of ~200 steps, not 10k, in a 1500-step run
+    cfg.optim.ema_decay = 0.995  # a horizon of ~200 steps, not 10k, in a 1000-step run
     # Class-balanced samples for the in-domain FID (50 per class) and sample grids.
     cfg.eval.num_samples = 500
     cfg.sample.num_samples = 100

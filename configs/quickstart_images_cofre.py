@@ -17,7 +17,7 @@ from configs.synthetic_cofre import consistency_stage
 
 def get_config():
     cfg = consistency_stage(quickstart_images.get_config(), "runs/quickstart_images")
-    cfg.train.num_steps = 200
+    cfg.train.num_steps = 100
     cfg.train.eval_every = cfg.train.checkpoint_every = 50
     # Two budgets of the published four (48/96/192/384), 3SR as the stage's sampler.
     cfg.eval.budgets = (48, 192)
