@@ -130,7 +130,7 @@ def main(argv) -> None:
         config = from_config_dict(_CONFIG.value)
     except ConfigError as e:
         sys.exit(f"config error: {e}")
-    needs_workdir = _MODE.value in ("train", "eval", "sample", "convert")
+    needs_workdir = _MODE.value in ("train", "eval", "sample", "convert", "train_tokenizer")
     if needs_workdir and not _WORKDIR.value:
         sys.exit(
             f"error: --mode={_MODE.value} needs --workdir=DIR, the run's folder "

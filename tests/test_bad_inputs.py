@@ -130,3 +130,75 @@ def test_bad_input_is_one_clear_error(name, files):
     assert message in lines[-1], out.stderr[-2000:]
     # One line: the error is the only line on stderr (no usage text, no library noise).
     assert len(lines) == 1, out.stderr[-2000:]
+
+
+# --- images: the same promise through the image configs --------------------------------
+
+IMAGE_TINY = [
+    "--config=configs/quickstart_images.py",
+    "--config.data.source=image_folder",
+    "--config.data.image_size=16",
+    "--config.data.grid_size=4",
+    "--config.data.num_classes=2",
+    "--config.model.num_classes=2",
+    "--config.model.codebook_size=16",
+    "--config.data.tokenizer.steps=1",
+]
+IMAGE_CASES = {
+    "missing image folder": (
+        ["--mode=train_tokenizer", "--config.data.path={root}/no_images"],
+        "does not exist",
+    ),
+    "more classes than configured": (
+        ["--mode=train_tokenizer", "--config.data.path={images}"],
+        "config field 'data.num_classes' is 2 but",
+    ),
+    "tokenizer grid that does not match the model": (
+        ["--config.data.path={images}", "--config.data.grid_size=8"],
+        "a tokenizer grid that does not match the model",
+    ),
+    "no tokenizer trained yet": (
+        [
+            "--config.data.path={images}",
+            "--config.data.num_classes=3",
+            "--config.model.num_classes=3",
+            "--config.data.tokenizer_path={root}/no_tokenizer",
+        ],
+        "--mode=train_tokenizer --workdir=",
+    ),
+    "text-only mode": (["--mode=convert", "--config.data.path={images}"], "not available"),
+}
+
+
+@pytest.fixture(scope="module")
+def image_files(files):
+    from PIL import Image
+
+    root = files["root"]
+    for label in range(3):  # three classes on disk, 20 images each (one held out)
+        (root / "images" / f"c{label}").mkdir(parents=True)
+        for i in range(20):
+            Image.new("L", (16, 16), 40 * label + i).save(
+                root / "images" / f"c{label}" / f"{i}.png"
+            )
+    return {"root": root, "images": root / "images"}
+
+
+@pytest.mark.parametrize("name", list(IMAGE_CASES))
+def test_bad_image_input_is_one_clear_error(name, image_files):
+    flags, message = IMAGE_CASES[name]
+    args = [*IMAGE_TINY, *(f.format(**image_files) for f in flags)]
+    args.append(f"--workdir={image_files['root'] / name.replace(' ', '_')}")
+    env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run(
+        [sys.executable, "-m", "cofre_jax.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=env,
+    )
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr, out.stderr[-2000:]
+    lines = out.stderr.strip().splitlines()
+    assert message in lines[-1] and len(lines) == 1, out.stderr[-2000:]
