@@ -65,7 +65,11 @@ RUNS = {
     "maskgit24": (quickstart_images, None, {"model.kind": "maskgit", "model.num_layers": 24}),
     "maskgit12": (quickstart_images, None, {"model.kind": "maskgit", "model.num_layers": 12}),
     "fp_maskgit": (quickstart_images, None, {"model.k_pre": 4, "model.k_post": 4}),
-    "cofre": (quickstart_images_cofre, "fp_maskgit", {"model.k_pre": 4, "model.k_post": 4}),
+    "cofre": (
+        quickstart_images_cofre,
+        "fp_maskgit",
+        {"model.k_pre": 4, "model.k_post": 4, "train.num_steps": 200},
+    ),
 }
 # method -> (run, sample.warm_start or None for MaskGIT)
 METHODS = {

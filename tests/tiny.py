@@ -99,6 +99,7 @@ def image_config(kind: str = "maskgit", **overrides):
     cfg.model.k_pre, cfg.model.k_post, cfg.model.codebook_size = 1, 1, 16
     cfg.model.num_classes = cfg.data.num_classes = 3
     cfg.data.image_size, cfg.data.grid_size = 8, 4
+    cfg.data.tokenizer.channel_mult = (1, 2)  # one downsampling: 8 x 8 -> 4 x 4
     cfg.fixed_point.eval_iterations = 2
     cfg.train.batch_size = 6
     for dotted, value in overrides.items():

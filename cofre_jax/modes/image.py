@@ -47,7 +47,7 @@ def run_sample(config: Config, workdir: str) -> None:
     images_NxHxWxC = np.asarray(tokenizer.decode(codes_Nxhxw))
     seconds = time.perf_counter() - start
     grid_path = os.path.join(workdir, f"samples_step{step}_budget{plan.budget}.png")
-    png.write_png(grid_path, png.image_grid(images_NxHxWxC, rows=classes))
+    png.write_png(grid_path, png.image_grid(images_NxHxWxC, classes, sc.num_samples // classes))
     report = {
         "step": step,
         "budget": plan.budget,

@@ -197,7 +197,8 @@ def test_image_consistency_loss_parts():
     key, rngs = jax.random.PRNGKey(5), {"dropout": jax.random.PRNGKey(6)}
     # With no gap the teacher sees the student's input; a MaskGIT without dropout is
     # then its own target exactly, so the divergence is 0 and the loss the base loss.
-    config = _stage(**{"stage.gap_min": 0.0, "stage.gap_max": 0.0, "model.label_dropout": 0.0})
+    no_dropout = {"model.label_dropout": 0.0, "sample.guidance_scale": 0.0}
+    config = _stage(**{"stage.gap_min": 0.0, "stage.gap_max": 0.0, **no_dropout})
     task = tasks.get_task(config)
     params = _perturbed(task)
     loss, metrics = image_task.consistency_loss(task, params, batch, key, 0, rngs)

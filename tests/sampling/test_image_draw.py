@@ -68,3 +68,39 @@ def test_bad_labels_and_too_many_steps_are_one_line_errors():
     with pytest.raises(ConfigError, match="cannot sample 17 steps over 16 codes") as err:
         image_reveal_fn(config, 17)
     assert "\n" not in str(err.value)
+
+
+def test_sample_mode_writes_a_class_row_grid_within_the_budget(tmp_path, monkeypatch, capsys):
+    """--mode=sample for images: class-balanced samples, one grid row per class, the
+    budget's passes and the passes with guidance in the report (restore and tokenizer
+    stubbed: the decoder maps code k to a flat image of grey level 16 k)."""
+    import json
+
+    from PIL import Image
+
+    from cofre_jax import modes, tasks
+    from cofre_jax.tasks.image import ImageTask
+
+    config = image_config(
+        "fp_maskgit",
+        **{"sample.num_samples": 6, "sample.budget": 15, "sample.budget_steps": 3},
+    )
+
+    class FlatDecoder:
+        grid = (4, 4)
+
+        @staticmethod
+        def decode(codes_Bxhxw):
+            grey_B = (16 * np.asarray(codes_Bxhxw)[:, 0, 0]).astype(np.uint8)
+            return np.broadcast_to(grey_B[:, None, None, None], (len(grey_B), 8, 8, 1))
+
+    monkeypatch.setattr(tasks, "restore_model_params", lambda *a, **k: (image_params(config), 7))
+    monkeypatch.setattr(ImageTask, "tokenizer", lambda self: FlatDecoder())
+    modes.run("sample", config, str(tmp_path))
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "samples_step7.json").read_text())
+    assert report["labels"] == [0, 0, 1, 1, 2, 2]
+    assert report["block_passes_used"] <= report["budget"] == 15
+    assert report["block_passes_with_guidance"] == 2 * report["block_passes_used"]
+    grid = np.asarray(Image.open(report["grid"]))
+    assert grid.shape[0] > 3 * 8 and f"grid (3 rows, one per class): {report['grid']}" in out
