@@ -115,6 +115,10 @@ def test_bad_input_is_one_clear_error(name, files):
         args.append(f"--workdir={files['root'] / name.replace(' ', '_')}")
     configs = [a for a in args if a.startswith("--config=")]
     args = [configs[-1], *(a for a in args if not a.startswith("--config="))]  # file first
+    _assert_one_line_error(args, message)
+
+
+def _assert_one_line_error(args: list[str], message: str) -> None:
     env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
     out = subprocess.run(
         [sys.executable, "-m", "cofre_jax.main", *args],
@@ -189,16 +193,4 @@ def test_bad_image_input_is_one_clear_error(name, image_files):
     flags, message = IMAGE_CASES[name]
     args = [*IMAGE_TINY, *(f.format(**image_files) for f in flags)]
     args.append(f"--workdir={image_files['root'] / name.replace(' ', '_')}")
-    env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
-    out = subprocess.run(
-        [sys.executable, "-m", "cofre_jax.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-        env=env,
-    )
-    assert out.returncode != 0
-    assert "Traceback" not in out.stderr, out.stderr[-2000:]
-    lines = out.stderr.strip().splitlines()
-    assert message in lines[-1] and len(lines) == 1, out.stderr[-2000:]
+    _assert_one_line_error(args, message)
