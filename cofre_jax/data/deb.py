@@ -1,10 +1,12 @@
 """Files from pinned Debian packages, fetched once and read without installing them.
 
 `apt-get download <package>=<version>` (no root needed) puts the .deb in a temporary
-folder; the .deb is an `ar` archive (members `debian-binary`, `control.tar.*`,
-`data.tar.*`) parsed here in Python. Only the wanted members of `data.tar.*` are
-extracted, each written atomically and checked against its pinned sha256
-(docs/design.md §4).
+folder. A machine whose apt has no package lists (a fresh container that never ran
+`apt-get update`) cannot do that, so an asset that names its pool path is then fetched
+from the Debian mirror over HTTP instead (DEBIAN_MIRROR). The .deb is an `ar` archive
+(members `debian-binary`, `control.tar.*`, `data.tar.*`) parsed here in Python. Only
+the wanted members of `data.tar.*` are extracted, each written atomically and checked
+against its pinned sha256 however the .deb came (docs/design.md §4).
 
 Cache layout: <cache_dir>/debian/<package>_<version>/<member path inside data.tar>.
 """
@@ -17,11 +19,15 @@ import io
 import subprocess
 import tarfile
 import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
 from cofre_jax.data.assets import AssetFetchError, atomic_write_bytes
 
+# The mirror apt uses on Debian machines; a pool path below it names one .deb file.
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
 _AR_MAGIC = b"!<arch>\n"
 _AR_HEADER_BYTES = 60
 # tarfile reads these compressions with the standard library alone.
@@ -40,6 +46,9 @@ class DebianAsset:
     package: str
     version: str
     members: tuple[tuple[str, str], ...]
+    # The .deb's path on the mirror ("pool/main/..."), for machines without apt lists;
+    # "" = apt-get only.
+    pool_path: str = ""
 
 
 class DebFormatError(AssetFetchError):
@@ -119,6 +128,33 @@ def apt_download(package: str, version: str, into: Path) -> Path:
     return debs[0]
 
 
+def mirror_download(url: str, into: Path, timeout_s: float = 300.0) -> Path:
+    """The .deb at `url`, saved into the folder `into`; its path."""
+    path = into / url.rsplit("/", 1)[-1].replace("%7E", "~")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            path.write_bytes(response.read())
+    except (urllib.error.URLError, OSError) as e:
+        raise AssetFetchError(f"could not download {url}: {e}") from e
+    return path
+
+
+def download_deb(asset: DebianAsset, into: Path) -> Path:
+    """The asset's .deb in `into`: by apt-get, else (no apt lists, no apt-get) from the
+    mirror's pool when the asset names its pool path."""
+    try:
+        return apt_download(asset.package, asset.version, into)
+    except AssetFetchError as apt_error:
+        if not asset.pool_path:
+            raise
+        url = f"{DEBIAN_MIRROR}/{asset.pool_path.replace('~', '%7E')}"
+        print(f"[cofre_jax] apt-get could not fetch it; downloading {url}", flush=True)
+        try:
+            return mirror_download(url, into)
+        except AssetFetchError as mirror_error:
+            raise AssetFetchError(f"{mirror_error}; and before that, {apt_error}") from None
+
+
 def _package_dir(asset: DebianAsset, cache_dir: Path) -> Path:
     return cache_dir / "debian" / f"{asset.package}_{asset.version}"
 
@@ -149,7 +185,7 @@ def fetch_debian_asset(
         )
         cache_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".download-") as tmp:
-            deb_path = apt_download(asset.package, asset.version, Path(tmp))
+            deb_path = download_deb(asset, Path(tmp))
             files = read_deb_members(deb_path.read_bytes(), wanted, what=deb_path.name)
     for member, sha256 in asset.members:
         digest = hashlib.sha256(files[member]).hexdigest()

@@ -4,7 +4,9 @@ A fake `apt-get` on PATH stands in for the registry, so these run offline and wi
 root; they check our ar / tar parsing, caching and error messages.
 """
 
+import dataclasses
 import hashlib
+import io
 
 import pytest
 from image_fixtures import ar_archive, fake_deb, install_fake_apt
@@ -91,3 +93,33 @@ def test_a_deb_file_given_by_hand_needs_no_apt(tmp_path, monkeypatch):
     assert not log.exists()
     with pytest.raises(AssetFetchError, match="nope.deb' does not exist"):
         deb.fetch_debian_asset(_asset("2.0-1"), tmp_path / "cache", deb_file=tmp_path / "nope.deb")
+
+
+def test_without_apt_lists_a_pool_path_is_fetched_from_the_mirror(tmp_path, monkeypatch):
+    install_fake_apt(monkeypatch, tmp_path, None, stderr="E: Unable to locate package fake")
+    asked = []
+
+    class Response(io.BytesIO):
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    def fake_urlopen(url, timeout):
+        asked.append(url)
+        return Response(fake_deb(FILES))
+
+    monkeypatch.setattr(deb.urllib.request, "urlopen", fake_urlopen)
+    asset = dataclasses.replace(_asset(), pool_path="pool/main/f/fake/fake_1.0~a-1_all.deb")
+    paths = deb.fetch_debian_asset(asset, tmp_path / "cache")
+    assert {m: p.read_bytes() for m, p in paths.items()} == {m: FILES[m] for m in WANTED}
+    assert asked == [f"{deb.DEBIAN_MIRROR}/pool/main/f/fake/fake_1.0%7Ea-1_all.deb"]
+
+    def unreachable(url, timeout):
+        raise deb.urllib.error.URLError("no route")
+
+    monkeypatch.setattr(deb.urllib.request, "urlopen", unreachable)
+    later = dataclasses.replace(asset, version="2.0-1")
+    with pytest.raises(AssetFetchError, match="no route.*Unable to locate package"):
+        deb.fetch_debian_asset(later, tmp_path / "cache")

@@ -49,6 +49,7 @@ FASHION_MNIST = deb.DebianAsset(
             "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
         ),
     ),
+    "pool/main/d/dataset-fashion-mnist/dataset-fashion-mnist_0.0~git20200523.55506a9-1_all.deb",
 )
 FASHION_MNIST_CLASSES = (
     "T-shirt/top",
