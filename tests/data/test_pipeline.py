@@ -249,4 +249,4 @@ def test_prefetch_is_bounded_by_the_config(corpus, monkeypatch):
     monkeypatch.setattr(pipeline.grain, "ReadOptions", recording)
     cfg = data_cfg(path=cfg.path, prefetch_batches=3)
     next(data.make_train_iterator(cfg, BYTE, batch_size=4, seed=0))
-    assert seen == [{"prefetch_buffer_size": 3}]
+    assert seen == [{"num_threads": 3, "prefetch_buffer_size": 3}]
