@@ -89,6 +89,8 @@ def _set(cfg, overrides: dict[str, Any]):
 def _config_dict(kind: str, seq_len: int, batch: int, dtype: str, overrides=None):
     cfg = (owt_mdlm if kind == "mdlm" else owt).get_config()
     cfg.data.seq_len, cfg.train.batch_size, cfg.model.dtype = seq_len, batch, dtype
+    if kind != "mdlm":  # the plain program; configs/owt.py turns remat on (REMAT rows)
+        cfg.fixed_point.remat = False
     return _set(cfg, overrides or {})
 
 
@@ -111,6 +113,32 @@ def compile_step(trainer: train.TrainProgram, *, unroll: bool = False) -> dict[s
     compiled = lowered.compile()
     seconds = time.perf_counter() - start
     return {"flops": _cost(compiled), **_mem(compiled), "compile_s": round(seconds, 1)}
+
+
+def equal_step_costs(configs: dict, base: str, rounds: int, log) -> dict[str, Any]:
+    """Train-step costs of `configs` ({name: Config}) measured side by side in this
+    process: interleaved median wall time, compiled temp memory and FLOPs (scans
+    unrolled, so every iteration counts), parameters, and each one's ratios over `base`.
+    Shared by the quality benchmarks' cost phases (equal-steps comparisons)."""
+    from quickstart_compare import step_times  # it imports configs this module does not need
+
+    log(f"timing train steps side by side ({rounds} interleaved rounds)")
+    times = step_times({n: (c, "train") for n, c in configs.items()}, rounds)
+    compiled, params = {}, {}
+    for name, config in configs.items():
+        program = train.build_program(config)
+        compiled[name] = compile_step(program, unroll=True)
+        params[name] = count_params(program.abstract_state.params)
+    ratios = {
+        name: {
+            "step_time": times[name] / times[base],
+            "temp_bytes": compiled[name]["temp_bytes"] / compiled[base]["temp_bytes"],
+            "flops": compiled[name]["flops"] / compiled[base]["flops"],
+            "params": params[name] / params[base],
+        }
+        for name in configs
+    }
+    return {"step_seconds": times, "compiled": compiled, "params": params, f"over_{base}": ratios}
 
 
 def _compiled_flops(fn, *args) -> float:

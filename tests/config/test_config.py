@@ -183,3 +183,34 @@ def test_cli_unknown_override_key_fails():
     out = _cli("--config=configs/quickstart.py", "--mode=describe", "--config.model.depth=5")
     assert out.returncode != 0
     assert "model.depth" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "name",
+    sorted(
+        p.stem
+        for p in (pathlib.Path(__file__).parents[2] / "configs").glob("*.py")
+        # base.py documents every field and leaves data.path for the user to set.
+        if p.stem not in ("__init__", "base")
+    ),
+)
+def test_every_config_file_builds_a_valid_config(name):
+    from_config_dict(__import__(f"configs.{name}", fromlist=["get_config"]).get_config())
+
+
+@pytest.mark.parametrize("corpus", ["synthetic", "wiki"])
+def test_comparison_configs_keep_the_published_depths_at_equal_steps(corpus):
+    """MDLM-12 against FP-MDLM 1/1/1 of the same width and heads, trained for the same
+    steps on the same batches (docs/method.md §2.8)."""
+    mdlm = from_config_dict(__import__(f"configs.{corpus}_mdlm", fromlist=["x"]).get_config())
+    fp = from_config_dict(__import__(f"configs.{corpus}", fromlist=["x"]).get_config())
+    assert (mdlm.model.kind, mdlm.model.num_layers) == ("mdlm", 12)
+    assert (fp.model.kind, fp.model.k_pre, fp.model.k_fp, fp.model.k_post) == ("fp_mdlm", 1, 1, 1)
+    for field in ("hidden_size", "num_heads", "cond_dim"):
+        assert getattr(fp.model, field) == getattr(mdlm.model, field), field
+    assert fp.data == mdlm.data
+    assert (fp.train.num_steps, fp.train.batch_size) == (
+        mdlm.train.num_steps,
+        mdlm.train.batch_size,
+    )
+    assert fp.optim.lr == pytest.approx(mdlm.optim.lr * 2 / 3)  # the published 2:3 ratio

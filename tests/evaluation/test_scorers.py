@@ -132,6 +132,21 @@ def test_gen_ppl_of_a_uniform_scorer_is_the_vocabulary_size():
     np.testing.assert_allclose(out["gen_nll_per_token"], np.log(50.0), rtol=1e-6)
 
 
+def test_gen_nll_standard_errors_treat_texts_as_the_draws():
+    s = _Uniform(V=50).scorer
+    nats = np.log(50.0)
+    # Scored bytes: <2><3><10><11> = 14 and <8><9> = 6; every token costs log 50.
+    out = scorer.generative_perplexity(s, ["1 2 3 10 11", "7 8 9"], max_length=100)
+    assert out["gen_nll_per_token_se"] == 0.0  # every text has the same NLL per token
+    # Per byte: ratio 6c / 20, residuals -0.2c and +0.2c over 2 texts of 10 bytes on
+    # average: sqrt(0.08 c^2 / 2) / 10 = 0.02c.
+    np.testing.assert_allclose(out["gen_nll_per_byte"], 0.3 * nats, rtol=1e-6)
+    np.testing.assert_allclose(out["gen_nll_per_byte_se"], 0.02 * nats, rtol=1e-6)
+    assert np.isnan(
+        scorer.generative_perplexity(s, ["1 2 3"], max_length=10)["gen_nll_per_byte_se"]
+    )
+
+
 def test_gen_ppl_counting_rules():
     s = _Uniform(V=10, eos_id=0, context=4).scorer
     # Truncated to 10 tokens, chunks of 4: [1 2 3 4] [5 6 7 8] [9 10] -> 3 + 3 + 1 scored.
