@@ -30,13 +30,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import shutil
-import time
 
 import jax
+from budget_sweep import load_json, logger
 from fp_vs_mdlm_cost import equal_step_costs
 from quickstart_compare import ROOT
 
@@ -81,8 +80,7 @@ METHODS = {
 COST_RUNS = ("maskgit24", "maskgit12", "fp_maskgit")
 
 
-def log(message: str) -> None:
-    print(f"[image_quality_vs_budget {time.strftime('%H:%M:%S')}] {message}", flush=True)
+log = logger("image_quality_vs_budget")
 
 
 def run_config(run: str, runs: str, **extra):
@@ -101,17 +99,10 @@ def run_config(run: str, runs: str, **extra):
     return from_config_dict(cfg)
 
 
-def _load(path: str, default):
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    return default
-
-
 def phase_costs(runs: str, rounds: int) -> dict:
     path = os.path.join(runs, "costs.json")
     if os.path.exists(path):
-        return _load(path, {})
+        return load_json(path, {})
     configs = {name: run_config(name, runs) for name in COST_RUNS}
     costs = equal_step_costs(configs, "maskgit24", rounds, log)
     write_json(path, costs)
@@ -164,7 +155,7 @@ def load_results(runs: str) -> dict[str, dict]:
         names = os.listdir(workdir) if os.path.isdir(workdir) else []
         found = sorted(p for p in names if p.startswith(stem) and p.endswith(".json"))
         if found:
-            results[method] = _load(os.path.join(workdir, found[-1]), None)
+            results[method] = load_json(os.path.join(workdir, found[-1]), None)
     return results
 
 
@@ -256,7 +247,7 @@ def plot(results: dict, path: str) -> None:
 
 def phase_report(runs: str, out: str, command: str) -> None:
     results = load_results(runs)
-    costs = _load(os.path.join(runs, "costs.json"), None)
+    costs = load_json(os.path.join(runs, "costs.json"), None)
     if not results or not costs:
         raise SystemExit("nothing to report yet: run the costs, train and eval phases first")
     os.makedirs(out, exist_ok=True)

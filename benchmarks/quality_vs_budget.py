@@ -31,21 +31,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
-import time
 
 import jax
-from fp_vs_mdlm_cost import compile_step
-from quickstart_compare import ROOT, run_cli, step_times
+from budget_sweep import best_cells, evaluate_run, load_json, logger, merge_evaluations
+from fp_vs_mdlm_cost import equal_step_costs
+from quickstart_compare import ROOT, run_cli
 
-from cofre_jax import sampling, sharding, tasks, train
+from cofre_jax import train
 from cofre_jax.config.typed import from_config_dict
-from cofre_jax.data import pipeline, synthetic
-from cofre_jax.data.tokenizers import make_tokenizer
+from cofre_jax.data import synthetic
 from cofre_jax.evaluation import oracle
-from cofre_jax.models import count_params
 from cofre_jax.sampling import StepCost
 from configs import synthetic as synthetic_fp
 from configs import synthetic_cofre, synthetic_mdlm, synthetic_mdlm_cons
@@ -154,8 +151,7 @@ ALL_RUNS = {**RUNS, **ABLATION_RUNS}
 ALL_METHODS = {**METHODS, **{m: spec[:3] for m, spec in ABLATION_METHODS.items()}}
 
 
-def log(message: str) -> None:
-    print(f"[quality_vs_budget {time.strftime('%H:%M:%S')}] {message}", flush=True)
+log = logger("quality_vs_budget")
 
 
 def _overrides(run: str, runs: str) -> list[str]:
@@ -175,32 +171,13 @@ def run_config(run: str, runs: str):
     return from_config_dict(cfg)
 
 
-def _load(path: str, default):
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    return default
-
-
 def phase_costs(runs: str, rounds: int) -> dict:
     path = os.path.join(runs, "costs.json")
     if os.path.exists(path):
-        return _load(path, {})
+        return load_json(path, {})
     configs = {name: run_config(name, runs) for name in ("mdlm", "fp_mdlm")}
-    log(f"timing train steps side by side ({rounds} interleaved rounds)")
-    times = step_times({n: (c, "train") for n, c in configs.items()}, rounds)
-    compiled, params = {}, {}
-    for name, config in configs.items():
-        trainer = train.build_program(config)
-        compiled[name] = compile_step(trainer, unroll=True)
-        params[name] = count_params(trainer.abstract_state.params)
-    ratio = {
-        "step_time": times["fp_mdlm"] / times["mdlm"],
-        "temp_bytes": compiled["fp_mdlm"]["temp_bytes"] / compiled["mdlm"]["temp_bytes"],
-        "flops": compiled["fp_mdlm"]["flops"] / compiled["mdlm"]["flops"],
-        "params": params["fp_mdlm"] / params["mdlm"],
-    }
-    costs = {"step_seconds": times, "compiled": compiled, "params": params, "fp_over_mdlm": ratio}
+    costs = equal_step_costs(configs, "mdlm", rounds, log)
+    costs["fp_over_mdlm"] = costs.pop("over_mdlm")["fp_mdlm"]
     train.write_json(path, costs)
     return costs
 
@@ -228,82 +205,37 @@ def _method_config(config, method: str):
     return dataclasses.replace(config, sample=sample)
 
 
+def _oracle_scores(config, drawn) -> dict:
+    scores = oracle.score_samples(config.data, drawn.tokens_BxL)
+    scores.pop("oracle_nll_per_sample")
+    return scores
+
+
 def phase_eval(runs: str, num_samples: int, seed: int, names: tuple[str, ...]) -> None:
     """Evaluates each of `names` into <runs>/eval_<run>.json, saved after every cell;
     runs are independent, so several processes can share the work."""
     for run in names:
-        path = os.path.join(runs, f"eval_{run}.json")
-        results = _load(path, {"run": None, "cells": {}})
-        methods = [m for m, spec in ALL_METHODS.items() if spec[0] == run]
         config = run_config(run, runs)
-        cells = [(m, b, t) for m in methods for b, t in _cells(m, config)]
-        todo = [c for c in cells if "|".join(map(str, c)) not in results["cells"]]
-        if not todo and results["run"]:
-            continue
-        mesh = sharding.make_mesh(config.mesh)
-        params, step = tasks.restore_model_params(config, os.path.join(runs, run), mesh=mesh)
-        if not results["run"]:
-            tokenizer = make_tokenizer(config.data)
-            batches = pipeline.make_eval_batches(
-                config.data, tokenizer, batch_size=32, num_batches=config.train.eval_batches
-            )
-            metrics = train.evaluate(tasks.get_task(config), mesh, params, batches)
-            L = config.data.seq_len
-            results["run"] = {
-                "step": step,
-                "val_nats_per_token": metrics["nats_per_token"],
-                # BOS/EOS cost nothing once learned: per symbol is comparable with the entropy.
-                "val_nats_per_symbol": metrics["nats_per_token"] * L / (L - 2),
-            }
-            log(f"{run}: step {step}, {results['run']}")
-            train.write_json(path, results)
-        for done, (method, budget, steps) in enumerate(todo):
-            cfg = _method_config(config, method)
-            plan = sampling.sample_plan(cfg, budget, steps)
-            start = time.perf_counter()
-            drawn = sampling.draw_samples(cfg, params, plan, num_samples, seed, mesh)
-            seconds = time.perf_counter() - start
-            scores = oracle.score_samples(cfg.data, drawn.tokens_BxL)
-            scores.pop("oracle_nll_per_sample")
-            results["cells"]["|".join(map(str, (method, budget, steps)))] = {
-                "method": method,
-                "budget": budget,
-                "steps": steps,
-                "block_passes_used": drawn.block_passes,
-                "planned_iterations_per_step": list(plan.iterations_T),
-                "sampling_seconds": seconds,
-                "num_samples": num_samples,
-                **scores,
-            }
-            train.write_json(path, results)
-            log(
-                f"[{run} {done + 1}/{len(todo)}] {method} B={budget} T={steps}: excess "
-                f"{scores['excess_nll']:.4f} +- {scores['excess_nll_se']:.4f}, entropy "
-                f"{scores['sample_unigram_entropy']:.3f}, {drawn.block_passes} passes, "
-                f"{seconds:.1f}s"
-            )
+        methods = [m for m, spec in ALL_METHODS.items() if spec[0] == run]
+        evaluate_run(
+            os.path.join(runs, f"eval_{run}.json"),
+            os.path.join(runs, run),
+            config,
+            [(m, b, t) for m in methods for b, t in _cells(m, config)],
+            method_config=_method_config,
+            score=_oracle_scores,
+            describe=lambda s: (
+                f"excess {s['excess_nll']:.4f} +- {s['excess_nll_se']:.4f}, entropy "
+                f"{s['sample_unigram_entropy']:.3f}"
+            ),
+            num_samples=num_samples,
+            seed=seed,
+            log=log,
+        )
 
 
-def load_results(runs: str) -> dict:
-    """All runs' evaluations merged: {"runs": {run: ...}, "cells": {key: cell}}."""
-    merged: dict = {"runs": {}, "cells": {}}
-    for run in ALL_RUNS:
-        part = _load(os.path.join(runs, f"eval_{run}.json"), None)
-        if part and part["run"]:
-            merged["runs"][run] = part["run"]
-            merged["cells"].update(part["cells"])
-    return merged
-
-
-def best_cells(results: dict) -> dict[str, dict[int, dict]]:
-    """Per method and budget, the split with the lowest excess NLL."""
-    best: dict[str, dict[int, dict]] = {}
-    for cell in results["cells"].values():
-        slot = best.setdefault(cell["method"], {})
-        kept = slot.get(cell["budget"])
-        if kept is None or cell["excess_nll"] < kept["excess_nll"]:
-            slot[cell["budget"]] = cell
-    return best
+def best_by_excess(results: dict) -> dict[str, dict[int, dict]]:
+    return best_cells(results["cells"].values(), "excess_nll")
 
 
 def ablation_lines(results: dict) -> list[str]:
@@ -357,7 +289,7 @@ def _fmt(cell: dict | None) -> str:
 
 
 def markdown(results: dict, costs: dict, command: str) -> str:
-    best = best_cells(results)
+    best = best_by_excess(results)
     methods = [m for m in METHODS if m in best]  # the ablations have their own table
     any_cell = next(iter(results["cells"].values()))
     ref = run_config("mdlm", "runs")
@@ -427,7 +359,7 @@ def plot(results: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    best = best_cells(results)
+    best = best_by_excess(results)
     fig, (ax_nll, ax_ent) = plt.subplots(1, 2, figsize=(11, 4.2))
     for method, cells in best.items():
         if method not in METHODS:  # ablations are in the table only
@@ -453,8 +385,8 @@ def plot(results: dict, path: str) -> None:
 
 
 def phase_report(runs: str, out: str, command: str) -> None:
-    results = load_results(runs)
-    costs = _load(os.path.join(runs, "costs.json"), None)
+    results = merge_evaluations(runs, ALL_RUNS)
+    costs = load_json(os.path.join(runs, "costs.json"), None)
     if not results or not results["cells"] or not costs:
         raise SystemExit("nothing to report yet: run the costs, train and eval phases first")
     os.makedirs(out, exist_ok=True)
@@ -465,7 +397,7 @@ def phase_report(runs: str, out: str, command: str) -> None:
         "costs": costs,
         "runs": results["runs"],
         "best": {
-            m: {str(b): c for b, c in cells.items()} for m, cells in best_cells(results).items()
+            m: {str(b): c for b, c in cells.items()} for m, cells in best_by_excess(results).items()
         },
         "cells": results["cells"],
     }

@@ -28,14 +28,14 @@ import dataclasses
 import json
 import os
 import platform
-import time
 
 import jax
 import numpy as np
+from budget_sweep import best_cells, evaluate_run, load_json, logger, merge_evaluations
 from fp_vs_mdlm_cost import equal_step_costs
 from quickstart_compare import ROOT, run_cli
 
-from cofre_jax import sampling, sharding, tasks, train
+from cofre_jax import tasks
 from cofre_jax.config.typed import from_config_dict
 from cofre_jax.evaluation import scorer as scorer_lib
 from cofre_jax.io.json_file import write_json
@@ -62,8 +62,7 @@ METHODS = {
 SCORER = "smollm2"
 
 
-def log(message: str) -> None:
-    print(f"[text_quality_vs_budget {time.strftime('%H:%M:%S')}] {message}", flush=True)
+log = logger("text_quality_vs_budget")
 
 
 def run_config(run: str, runs: str):
@@ -74,19 +73,12 @@ def run_config(run: str, runs: str):
     return from_config_dict(cfg)
 
 
-def _load(path: str, default):
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    return default
-
-
 def phase_costs(runs: str, rounds: int) -> dict:
     path = os.path.join(runs, "costs.json")
     if not os.path.exists(path):
         configs = {name: run_config(name, runs) for name in ("mdlm", "fp_mdlm")}
         write_json(path, equal_step_costs(configs, "mdlm", rounds, log))
-    return _load(path, {})
+    return load_json(path, {})
 
 
 def phase_train(runs: str) -> None:
@@ -120,8 +112,8 @@ def phase_reference(runs: str, num_samples: int, get_scorer) -> dict:
         rows_BxL = rows_BxL[:num_samples]
         texts = task.decode(tokenizer, rows_BxL)
         write_json(path, _score(texts, rows_BxL, config, get_scorer()))
-        log(f"reference (real rows): {_load(path, {})['gen_nll_per_byte']:.4f} nats/byte")
-    return _load(path, {})
+        log(f"reference (real rows): {load_json(path, {})['gen_nll_per_byte']:.4f} nats/byte")
+    return load_json(path, {})
 
 
 def _cells(method: str, config) -> list[tuple[int, int]]:
@@ -131,83 +123,45 @@ def _cells(method: str, config) -> list[tuple[int, int]]:
     return [(b, b // cost(n)) for b in BUDGETS for n in ITERATIONS]
 
 
+def _method_config(config, method: str):
+    warm_start = METHODS[method][1]
+    if warm_start is None:
+        return config
+    return dataclasses.replace(
+        config, sample=dataclasses.replace(config.sample, warm_start=warm_start)
+    )
+
+
 def phase_eval(runs: str, num_samples: int, seed: int, get_scorer) -> None:
     for run in RUNS:
-        path = os.path.join(runs, f"eval_{run}.json")
-        results = _load(path, {"run": None, "cells": {}})
         config = run_config(run, runs)
-        methods = [m for m, (r, _) in METHODS.items() if r == run]
-        cells = [(m, b, t) for m in methods for b, t in _cells(m, config)]
-        todo = [c for c in cells if "|".join(map(str, c)) not in results["cells"]]
-        if not todo and results["run"]:
-            continue
-        mesh = sharding.make_mesh(config.mesh)
-        params, step = tasks.restore_model_params(config, os.path.join(runs, run), mesh=mesh)
         task = tasks.get_task(config)
         tokenizer = task.tokenizer()
-        if not results["run"]:
-            metrics = train.evaluate(task, mesh, params, task.eval_batches(0, 1))
-            L = config.data.seq_len
-            results["run"] = {
-                "step": step,
-                "val_nats_per_token": metrics["nats_per_token"],
-                # Bytes are the model's tokens; BOS/EOS cost nothing once learned.
-                "val_nats_per_byte": metrics["nats_per_token"] * L / (L - 2),
-            }
-            log(f"{run}: step {step}, {results['run']}")
-            write_json(path, results)
-        for done, (method, budget, steps) in enumerate(todo):
-            warm_start = METHODS[method][1]
-            cfg = config
-            if warm_start is not None:
-                cfg = dataclasses.replace(
-                    config, sample=dataclasses.replace(config.sample, warm_start=warm_start)
-                )
-            plan = sampling.sample_plan(cfg, budget, steps)
-            start = time.perf_counter()
-            drawn = sampling.draw_samples(cfg, params, plan, num_samples, seed, mesh)
-            seconds = time.perf_counter() - start
+
+        def score(cfg, drawn, task=task, tokenizer=tokenizer):
             texts = task.decode(tokenizer, drawn.tokens_BxL)
-            scores = _score(texts, drawn.tokens_BxL, cfg, get_scorer())
-            results["cells"]["|".join(map(str, (method, budget, steps)))] = {
-                "method": method,
-                "budget": budget,
-                "steps": steps,
-                "block_passes_used": drawn.block_passes,
-                "planned_iterations_per_step": list(plan.iterations_T),
-                "sampling_seconds": seconds,
-                "num_samples": num_samples,
-                **scores,
-                "samples": texts[:4],
-            }
-            write_json(path, results)
-            log(
-                f"[{run} {done + 1}/{len(todo)}] {method} B={budget} T={steps}: "
-                f"{scores['gen_nll_per_byte']:.4f} +- {scores['gen_nll_per_byte_se']:.4f} "
-                f"nats/byte, {scores['gen_nll_per_token']:.3f} nats/token, entropy "
-                f"{scores['unigram_entropy']:.3f}, {seconds:.1f}s"
-            )
+            return {**_score(texts, drawn.tokens_BxL, cfg, get_scorer()), "samples": texts[:4]}
+
+        methods = [m for m, (r, _) in METHODS.items() if r == run]
+        evaluate_run(
+            os.path.join(runs, f"eval_{run}.json"),
+            os.path.join(runs, run),
+            config,
+            [(m, b, t) for m in methods for b, t in _cells(m, config)],
+            method_config=_method_config,
+            score=score,
+            describe=lambda s: (
+                f"{s['gen_nll_per_byte']:.4f} +- {s['gen_nll_per_byte_se']:.4f} nats/byte, "
+                f"{s['gen_nll_per_token']:.3f} nats/token, entropy {s['unigram_entropy']:.3f}"
+            ),
+            num_samples=num_samples,
+            seed=seed,
+            log=log,
+        )
 
 
-def load_results(runs: str) -> dict:
-    merged: dict = {"runs": {}, "cells": {}}
-    for run in RUNS:
-        part = _load(os.path.join(runs, f"eval_{run}.json"), None)
-        if part and part["run"]:
-            merged["runs"][run] = part["run"]
-            merged["cells"].update(part["cells"])
-    return merged
-
-
-def best_cells(results: dict) -> dict[str, dict[int, dict]]:
-    """Per method and budget, the split with the lowest NLL per byte."""
-    best: dict[str, dict[int, dict]] = {}
-    for cell in results["cells"].values():
-        slot = best.setdefault(cell["method"], {})
-        kept = slot.get(cell["budget"])
-        if kept is None or cell["gen_nll_per_byte"] < kept["gen_nll_per_byte"]:
-            slot[cell["budget"]] = cell
-    return best
+def best_by_byte(results: dict) -> dict[str, dict[int, dict]]:
+    return best_cells(results["cells"].values(), "gen_nll_per_byte")
 
 
 def _fmt(cell: dict | None, unit: str) -> str:
@@ -217,7 +171,7 @@ def _fmt(cell: dict | None, unit: str) -> str:
 
 
 def markdown(results: dict, reference: dict, costs: dict, command: str) -> str:
-    best = best_cells(results)
+    best = best_by_byte(results)
     methods = [m for m in METHODS if m in best]
     cell0 = next(iter(results["cells"].values()))
     ref = run_config("mdlm", "runs")
@@ -264,7 +218,7 @@ def markdown(results: dict, reference: dict, costs: dict, command: str) -> str:
     lines += ["", "Validation NELBO per byte (EMA parameters):", ""]
     lines += ["| run | step | nats/byte |", "|---|---|---|"]
     for run, r in results["runs"].items():
-        lines.append(f"| {run} | {r['step']} | {r['val_nats_per_byte']:.4f} |")
+        lines.append(f"| {run} | {r['step']} | {r['val_nats_per_symbol']:.4f} |")
     ratio = costs["over_mdlm"]["fp_mdlm"]
     lines += [
         "",
@@ -302,7 +256,7 @@ def plot(results: dict, reference: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for method, cells in best_cells(results).items():
+    for method, cells in best_by_byte(results).items():
         budgets = sorted(cells)
         for ax, unit in zip(axes[:2], ("byte", "token")):
             y = [cells[b][f"gen_nll_per_{unit}"] for b in budgets]
@@ -324,9 +278,9 @@ def plot(results: dict, reference: dict, path: str) -> None:
 
 
 def phase_report(runs: str, out: str, command: str) -> None:
-    results = load_results(runs)
-    costs = _load(os.path.join(runs, "costs.json"), None)
-    reference = _load(os.path.join(runs, "reference.json"), None)
+    results = merge_evaluations(runs, RUNS)
+    costs = load_json(os.path.join(runs, "costs.json"), None)
+    reference = load_json(os.path.join(runs, "reference.json"), None)
     if not results["cells"] or not costs or not reference:
         raise SystemExit("nothing to report yet: run the costs, train, reference and eval phases")
     os.makedirs(out, exist_ok=True)
@@ -339,7 +293,7 @@ def phase_report(runs: str, out: str, command: str) -> None:
         "costs": costs,
         "runs": results["runs"],
         "best": {
-            m: {str(b): c for b, c in cells.items()} for m, cells in best_cells(results).items()
+            m: {str(b): c for b, c in cells.items()} for m, cells in best_by_byte(results).items()
         },
         "cells": results["cells"],
     }
