@@ -156,10 +156,18 @@ def _masked_nll(
     logits_BxLxV: jax.Array, tokens_BxL: jax.Array, z_BxL: jax.Array, mask_id: int
 ) -> jax.Array:
     """-log p_SUBS(x_i | z_t) at masked positions (0 elsewhere) without materialising the
-    log-softmax: logsumexp over non-MASK logits minus the target logit."""
+    log-softmax: logsumexp over non-MASK logits minus the target logit.
+
+    The MASK logit is pushed to about NEG_INF by adding NEG_INF, not replaced by a
+    `where`: the sums are the same bits (exp of NEG_INF + logit - max is exactly 0 in
+    float32 either way, for any finite logit far below 1e6) and so are the gradients
+    (the MASK column's is exactly 0 either way), while XLA fuses an added vector into
+    the head's output instead of materialising a masked copy of the logits and of their
+    gradient (two fewer B x L x V buffers in the train step; benchmarks/versus_md4.py).
+    Targets are data tokens, never MASK."""
     logits_BxLxV = logits_BxLxV.astype(jnp.float32)
     vocab_V = jnp.arange(logits_BxLxV.shape[-1])
-    logits_BxLxV = jnp.where(vocab_V == mask_id, NEG_INF, logits_BxLxV)
+    logits_BxLxV = logits_BxLxV + jnp.where(vocab_V == mask_id, NEG_INF, 0.0)
     target_BxL = jnp.take_along_axis(logits_BxLxV, tokens_BxL[..., None], axis=-1)[..., 0]
     nll_BxL = jax.nn.logsumexp(logits_BxLxV, axis=-1) - target_BxL
     return jnp.where(z_BxL == mask_id, nll_BxL, 0.0)

@@ -194,6 +194,33 @@ def test_fused_nll_matches_subs_path_with_exact_gradient():
         np.testing.assert_allclose(jax.grad(fn)(logits_BxLxV), expected, atol=1e-6)
 
 
+def test_fused_nll_masks_by_addition_bit_for_bit_as_a_where():
+    """Adding NEG_INF to the MASK logit (which XLA fuses into the head) gives the very
+    bits, value and gradient, of replacing it with NEG_INF, also for a large MASK logit."""
+    B, L, V = 4, 16, 300
+    mask_id = V - 1
+    k1, k2, k3, k4 = jax.random.split(jax.random.PRNGKey(3), 4)
+    logits = 8.0 * jax.random.normal(k1, (B, L, V))
+    logits = logits.at[0, :, mask_id].set(1000.0)
+    tokens = jax.random.randint(k2, (B, L), 0, mask_id)
+    z = jnp.where(jax.random.uniform(k3, (B, L)) < 0.5, mask_id, tokens)
+    w_BxL = jax.random.uniform(k4, (B, L))
+
+    def by_where(logits):
+        logits = jnp.where(jnp.arange(V) == mask_id, diffusion.NEG_INF, logits)
+        target = jnp.take_along_axis(logits, tokens[..., None], axis=-1)[..., 0]
+        nll = jax.nn.logsumexp(logits, axis=-1) - target
+        return jnp.sum(w_BxL * jnp.where(z == mask_id, nll, 0.0))
+
+    def fused(logits):
+        return jnp.sum(w_BxL * diffusion._masked_nll(logits, tokens, z, mask_id))
+
+    for fn in (jax.value_and_grad, lambda f: jax.jit(jax.value_and_grad(f))):
+        (value, grad), (ref_value, ref_grad) = fn(fused)(logits), fn(by_where)(logits)
+        np.testing.assert_array_equal(value, ref_value)
+        np.testing.assert_array_equal(grad, ref_grad)
+
+
 # ---------------------------------------------------------------------------- NELBO
 
 
