@@ -31,8 +31,15 @@ def get_config() -> ml_collections.ConfigDict:
     cfg.model.num_layers = 24
     # Attention heads (hidden_size must divide by it).
     cfg.model.num_heads = 16
-    # SwiGLU hidden width as a multiple of hidden_size.
+    # The MLP's width before the SwiGLU rule below, as a multiple of hidden_size.
     cfg.model.mlp_ratio = 4
+    # SwiGLU width: 0 keeps mlp_ratio * hidden_size; k >= 1 takes Halton-MaskGIT's rule,
+    # two thirds of it rounded up to a multiple of k (width 1024: 2816), which keeps the
+    # three SwiGLU matrices near a 4x GELU MLP's parameters.
+    cfg.model.mlp_multiple_of = 256
+    # QK-norm: "joint" RMS-normalises the queries and keys over all heads' D dims without
+    # a learned scale (Halton-MaskGIT); "per_head" over each head's dims, with a scale.
+    cfg.model.qk_norm = "joint"
     # Learned register tokens prepended to the codes (Halton-MaskGIT uses one).
     cfg.model.register_tokens = 1
     # Dropout on the attention and MLP branches (the published 0.1).

@@ -16,6 +16,8 @@ MODEL_KINDS = ("mdlm", "fp_mdlm", "maskgit", "fp_maskgit")
 # The task each model kind belongs to (keys: MODEL_KINDS); model.kind picks the task.
 MODEL_TASKS = {"mdlm": "text", "fp_mdlm": "text", "maskgit": "image", "fp_maskgit": "image"}
 INJECTIONS = ("fpdm", "add")
+# model.qk_norm of the image MaskGIT (cofre_jax/models/maskgit.py)
+QK_NORMS = ("joint", "per_head")
 DTYPES = ("float32", "bfloat16")
 # diffusion.schedule: the noise schedule (cofre_jax/diffusion.py)
 SCHEDULES = ("loglinear", "linear", "cosine")

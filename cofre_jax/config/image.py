@@ -19,7 +19,7 @@ from cofre_jax.config.checks import (
     _check_stack_fields,
     _int_tuple_field,
 )
-from cofre_jax.config.choices import IMAGE_SOURCES
+from cofre_jax.config.choices import IMAGE_SOURCES, QK_NORMS
 
 # "vq": trained by this library (--mode=train_tokenizer, cofre_jax/vq/run.py);
 # "llamagen": a LlamaGen tokenizer file read by cofre_jax/vq/llamagen.py.
@@ -164,7 +164,11 @@ class ImageModelConfig:
     hidden_size: int
     num_layers: int  # MaskGIT: number of blocks
     num_heads: int
-    mlp_ratio: int  # SwiGLU hidden width = mlp_ratio * hidden_size
+    mlp_ratio: int
+    # 0: SwiGLU width mlp_ratio * hidden_size; k >= 1: two thirds of it, rounded up to a
+    # multiple of k (Halton-MaskGIT's rule); see mlp_width.
+    mlp_multiple_of: int
+    qk_norm: str  # "joint" (over all heads' D dims, no scale) or "per_head" (K dims, scale)
     register_tokens: int
     dropout: float
     label_dropout: float  # training: a label becomes the null class w.p. label_dropout
@@ -197,6 +201,17 @@ class ImageModelConfig:
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
 
+    @property
+    def mlp_width(self) -> int:
+        """The SwiGLU hidden width M. Halton-MaskGIT's rule (LLaMA's) takes two thirds of
+        mlp_ratio * D, so that the three SwiGLU matrices hold about as many parameters as
+        a GELU MLP's two, then rounds up to a multiple of mlp_multiple_of."""
+        width = self.mlp_ratio * self.hidden_size
+        k = self.mlp_multiple_of
+        if k == 0:
+            return width
+        return k * -(-int(2 * width / 3) // k)
+
     def validate(self) -> None:
         _check_model_kind(self, "image")
         _check(self.codebook_size >= 2, "model.codebook_size", self.codebook_size, ">= 2")
@@ -210,6 +225,9 @@ class ImageModelConfig:
             self.num_heads,
             f"a divisor of model.hidden_size={self.hidden_size}",
         )
+        k = self.mlp_multiple_of
+        _check(k >= 0, "model.mlp_multiple_of", k, ">= 0 (0: mlp_ratio * hidden_size)")
+        _check_choice("model.qk_norm", self.qk_norm, QK_NORMS)
         _check(self.register_tokens >= 0, "model.register_tokens", self.register_tokens, ">= 0")
         _check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "[0, 1)")
         _check(0.0 <= self.label_dropout < 1.0, "model.label_dropout", self.label_dropout, "[0, 1)")

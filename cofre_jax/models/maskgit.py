@@ -44,6 +44,17 @@ def rms_norm(config: ImageModelConfig, name: str, *, scale: bool = True) -> nn.R
     )
 
 
+def qk_norm(config: ImageModelConfig, name: str, x_BxSxHxK: jax.Array) -> jax.Array:
+    """RMSNorm of queries or keys: "joint" over all heads' dims without a learned scale
+    (Halton-MaskGIT normalises the D-wide projection before splitting heads), "per_head"
+    over each head's K dims with a learned scale."""
+    if config.qk_norm == "per_head":
+        return rms_norm(config, name)(x_BxSxHxK)
+    B, S, H, K = x_BxSxHxK.shape
+    x_BxSxD = rms_norm(config, name, scale=False)(x_BxSxHxK.reshape(B, S, H * K))
+    return x_BxSxD.reshape(B, S, H, K)
+
+
 class MaskGITBlock(nn.Module):
     """adaLN-zero pre-norm block: RMSNorm attention with QK-norm, then a SwiGLU MLP.
 
@@ -69,8 +80,8 @@ class MaskGITBlock(nn.Module):
         x_BxSxD = modulate(rms_norm(cfg, "norm1")(h_BxSxD), shift_msa, scale_msa)
         qkv_BxSx3xHxK = dense(cfg, 3 * D, D, name="attn_qkv", use_bias=False)(x_BxSxD)
         qkv_BxSx3xHxK = qkv_BxSx3xHxK.reshape(B, S, 3, H, K)
-        q_BxSxHxK = rms_norm(cfg, "q_norm")(qkv_BxSx3xHxK[:, :, 0])
-        k_BxSxHxK = rms_norm(cfg, "k_norm")(qkv_BxSx3xHxK[:, :, 1])
+        q_BxSxHxK = qk_norm(cfg, "q_norm", qkv_BxSx3xHxK[:, :, 0])
+        k_BxSxHxK = qk_norm(cfg, "k_norm", qkv_BxSx3xHxK[:, :, 1])
         attn_BxSxHxK = jax.nn.dot_product_attention(
             q_BxSxHxK.astype(compute_dtype),
             k_BxSxHxK.astype(compute_dtype),
@@ -83,7 +94,7 @@ class MaskGITBlock(nn.Module):
         h_BxSxD = h_BxSxD + gate_msa[:, None, :] * dropout(attn_BxSxD).astype(jnp.float32)
 
         x_BxSxD = modulate(rms_norm(cfg, "norm2")(h_BxSxD), shift_mlp, scale_mlp)
-        M = cfg.mlp_ratio * D
+        M = cfg.mlp_width
         gate_BxSxM = dense(cfg, M, D, name="mlp_gate", use_bias=False)(x_BxSxD)
         up_BxSxM = dense(cfg, M, D, name="mlp_up", use_bias=False)(x_BxSxD)
         x_BxSxD = dense(cfg, D, M, name="mlp_down", use_bias=False)(nn.silu(gate_BxSxM) * up_BxSxM)

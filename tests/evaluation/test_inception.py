@@ -1,6 +1,7 @@
 """pytorch-fid's FID InceptionV3 in JAX against a PyTorch re-expression of it
-(tests/evaluation/inception_reference.py, torch.nn only: pytorch-fid needs torchvision),
-with random weights saved under pytorch-fid's key names and read by our loader.
+(tests/evaluation/inception_reference.py, torch.nn only), with random weights saved under
+pytorch-fid's key names and read by our loader; the loader's formats and errors.
+tests/evaluation/test_pytorch_fid_parity.py checks the same against pytorch-fid's module.
 
 Letters: B batch, C channels, H/W height/width.
 """

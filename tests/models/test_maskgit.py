@@ -6,6 +6,7 @@ import dataclasses
 import pathlib
 import re
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 
 from cofre_jax import sharding, tasks, train
 from cofre_jax.config.typed import ConfigError, from_config_dict
-from cofre_jax.models import DenoiserOutput, param_groups
+from cofre_jax.models import DenoiserOutput, count_params, param_groups
 from cofre_jax.tasks.image import arccos_mask_ratio, mask_codes
 from configs import image_base, quickstart_images
 
@@ -152,6 +153,58 @@ def test_published_image_configs_describe(capsys):
     large = capsys.readouterr().out
     assert "block_passes_per_step: 24\n" in large
     assert "seq_len: 256" in large and "vocab_size: 4097" in large
+
+
+@pytest.mark.parametrize("qk_norm", ["joint", "per_head"])
+def test_qk_norm_variants(qk_norm):
+    """joint: queries and keys normalised over all heads' D dims, no parameters (Halton-
+    MaskGIT); per_head: over each head's K dims, with a learned K-wide scale."""
+    from cofre_jax.models.maskgit import qk_norm as apply_qk_norm
+
+    config = _config("maskgit", **{"model.qk_norm": qk_norm}).model
+    B, S, H, K = 2, 3, config.num_heads, config.head_dim
+    x_BxSxHxK = (
+        jax.random.normal(jax.random.PRNGKey(0), (B, S, H, K)) * jnp.arange(1, H + 1)[:, None]
+    )
+
+    class Norm(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return apply_qk_norm(config, "q_norm", x)
+
+    variables = Norm().init(jax.random.PRNGKey(1), x_BxSxHxK)
+    out_BxSxHxK = Norm().apply(variables, x_BxSxHxK)
+    if qk_norm == "joint":
+        assert not jax.tree.leaves(variables)
+        rms_BxS = jnp.sqrt(jnp.mean(out_BxSxHxK.reshape(B, S, H * K) ** 2, axis=-1))
+        np.testing.assert_allclose(rms_BxS, 1.0, rtol=1e-4)
+        # The heads keep their relative scale (they are normalised together).
+        head_rms_H = jnp.sqrt(jnp.mean(out_BxSxHxK**2, axis=(0, 1, 3)))
+        assert head_rms_H[-1] > 1.5 * head_rms_H[0]
+    else:
+        assert variables["params"]["q_norm"]["scale"].shape == (K,)
+        np.testing.assert_allclose(jnp.sqrt(jnp.mean(out_BxSxHxK**2, -1)), 1.0, rtol=1e-4)
+
+
+def test_maskgit_large_matches_halton_maskgit_parameter_count():
+    """MaskGIT-Large's parameters against Halton-MaskGIT's Transformer (valeoai, the
+    published baseline's code) at width 1024, 24 blocks, 4096 codes, 10 classes, 16 x 16
+    codes, one register, written out from that code's layers."""
+    from configs import imagenette_maskgit
+
+    config = from_config_dict(imagenette_maskgit.get_config())
+    params = tasks.get_task(config).abstract_params()
+    D, V, L, R, N = 1024, 4097, 256, 1, 11  # codes + MASK, grid, registers, classes + null
+    M = 256 * -(-int(2 * 4 * D / 3) // 256)  # FeedForward: 2/3 of 4D, up to a multiple of 256
+    assert M == config.model.mlp_width == 2816
+    adaln, attention, norms, swiglu = 6 * D * D + 6 * D, 4 * D * D, 2 * D, 3 * D * M
+    per_block = adaln + attention + norms + swiglu
+    assert count_params(params["blocks_0"]) == per_block == 19_144_704
+    final_adaln = 2 * D * D + 2 * D
+    halton = 24 * per_block + N * D + V * D + V + L * D + R * D + final_adaln + 2 * D
+    # Ours learns a position for the register too (+R*D); the final RMSNorm feeds an
+    # adaLN modulation, so it has no scale and bias of its own (-2D).
+    assert count_params(params) == halton + R * D - 2 * D == 466_048_001 + R * D - 2 * D
 
 
 def test_every_image_field_is_documented_in_image_base():
