@@ -4,12 +4,12 @@ run: Fashion-MNIST as a 7 x 7 grid of VQ codes, in-domain FID and IS.
 Models keep the published depths and shrink only in width and steps: MaskGIT-24,
 MaskGIT-12 and FP-MaskGIT 4/1/4, all trained for the same number of steps on the same
 batches (the published protocol), then CoFRe's consistency stage from FP-MaskGIT.
-Methods: MaskGIT-24, MaskGIT-12, FP-MaskGIT with cold starts, FP-MaskGIT with 3SR, and
-CoFRe (the stage's model with 3SR), each at the published budgets 48/96/192/384 block
-passes of the conditional network (guidance doubles the real cost for every method
-alike; the report gives both). MaskGIT spends a budget in budget / depth steps; the FP
-methods in budget / (8 + N) steps of N = FP_ITERATIONS mean iterations (decreasing
-schedule).
+Methods: MaskGIT-24, MaskGIT-12, FP-MaskGIT with cold starts, FP-MaskGIT with 3SR,
+CoFRe (the stage's model with 3SR) and one ablation (the same stage at lambda = 0), each
+at the published budgets 48/96/192/384 block passes of the conditional network
+(guidance doubles the real cost for every method alike; the report gives both).
+MaskGIT spends a budget in budget / depth steps; the FP methods in budget / (8 + N)
+steps of N = FP_ITERATIONS mean iterations (decreasing schedule).
 
 Quality is the in-domain FID and IS of class-balanced samples, from the penultimate
 features and the logits of a small Fashion-MNIST classifier the library trains
@@ -20,7 +20,8 @@ FP-MaskGIT: -48.6% time, -50.7% memory).
 
 Phases (each resumable; what is done is kept under <runs>/):
 1. costs   2. train (tokenizer, then the models)   3. eval (per method and budget)
-4. report: benchmarks/results/image_quality_vs_budget.{json,md,png} and sample grids.
+4. seeds (SEED_METHODS sampled again at --second-seed: the FID's noise)
+5. report: benchmarks/results/image_quality_vs_budget.{json,md,png} and sample grids.
 
     python benchmarks/image_quality_vs_budget.py                 # all phases
     python benchmarks/image_quality_vs_budget.py --phase=report  # tables and plot only
@@ -68,6 +69,13 @@ RUNS = {
         "fp_maskgit",
         {"model.k_pre": 4, "model.k_post": 4, "train.num_steps": 200},
     ),
+    # Ablation: the same stage with lambda = 0 (the same 200 steps at the stage's lr, no
+    # L_CONS), which tells the consistency loss apart from the extra training.
+    "stage_lambda0": (
+        quickstart_images_cofre,
+        "fp_maskgit",
+        {"model.k_pre": 4, "model.k_post": 4, "train.num_steps": 200, "stage.lambda_max": 0.0},
+    ),
 }
 # method -> (run, sample.warm_start or None for MaskGIT)
 METHODS = {
@@ -76,8 +84,12 @@ METHODS = {
     "FP-MaskGIT (cold)": ("fp_maskgit", "cold"),
     "FP + 3SR": ("fp_maskgit", "3sr"),
     "CoFRe": ("cofre", "3sr"),
+    "Stage at lambda 0, 3SR (ablation)": ("stage_lambda0", "3sr"),
 }
 COST_RUNS = ("maskgit24", "maskgit12", "fp_maskgit")
+# Evaluated again at a second sampling seed (phase "seeds"): how far a 500-sample
+# in-domain FID moves with the seed alone, next to the gaps between these methods.
+SEED_METHODS = ("FP + 3SR", "CoFRe", "Stage at lambda 0, 3SR (ablation)")
 
 
 log = logger("image_quality_vs_budget")
@@ -121,7 +133,11 @@ def method_slug(method: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in method.lower()).strip("_").replace("__", "_")
 
 
-def method_config(method: str, runs: str, num_samples: int, seed: int):
+def seed_report(method: str, seed: int) -> str:
+    return f"{method_slug(method)}_seed{seed}"
+
+
+def method_config(method: str, runs: str, num_samples: int, seed: int, report: str = ""):
     """The run's config with the method's sampler and the benchmark's budgets and splits."""
     run, warm_start = METHODS[method]
     config = run_config(run, runs)
@@ -135,7 +151,7 @@ def method_config(method: str, runs: str, num_samples: int, seed: int):
         budgets=BUDGETS,
         budget_steps=tuple(b // per_step for b in BUDGETS),
         num_samples=num_samples,
-        report=method_slug(method),
+        report=report or method_slug(method),
     )
     return dataclasses.replace(config, sample=sample, eval=evaluation)
 
@@ -147,11 +163,23 @@ def phase_eval(runs: str, num_samples: int, seed: int) -> None:
         modes.run("eval", config, os.path.join(runs, run))
 
 
-def load_results(runs: str) -> dict[str, dict]:
-    """method -> its eval report (the latest checkpoint's)."""
+def phase_seeds(runs: str, num_samples: int, seed: int) -> None:
+    for method in SEED_METHODS:
+        report = seed_report(method, seed)
+        config = method_config(method, runs, num_samples, seed, report=report)
+        log(f"{method}: again at sampling seed {seed}")
+        modes.run("eval", config, os.path.join(runs, METHODS[method][0]))
+
+
+def load_results(runs: str, seed: int | None = None) -> dict[str, dict]:
+    """method -> its eval report (the latest checkpoint's); with `seed`, the reports of
+    SEED_METHODS at that second seed."""
     results = {}
     for method, (run, _) in METHODS.items():
-        workdir, stem = os.path.join(runs, run), f"{method_slug(method)}_images"
+        if seed is not None and method not in SEED_METHODS:
+            continue
+        slug = method_slug(method) if seed is None else seed_report(method, seed)
+        workdir, stem = os.path.join(runs, run), f"{slug}_images"
         names = os.listdir(workdir) if os.path.isdir(workdir) else []
         found = sorted(p for p in names if p.startswith(stem) and p.endswith(".json"))
         if found:
@@ -163,7 +191,32 @@ def _cell(report: dict, budget: int) -> dict | None:
     return report.get("budgets", {}).get(str(budget))
 
 
-def markdown(results: dict, costs: dict, command: str) -> str:
+def seed_lines(results: dict, second: dict, seeds: tuple[int, int]) -> list[str]:
+    """The seed table: FID at both seeds and their difference, per method and budget."""
+    if not second:
+        return []
+    lines = [
+        "",
+        f"The same models sampled again (seed {seeds[1]} against {seeds[0]}), in-domain FID "
+        "at each seed and the difference:",
+        "",
+        "| method | " + " | ".join(f"FID @ {b}" for b in BUDGETS) + " |",
+        "|---|" + "---|" * len(BUDGETS),
+    ]
+    for method, report in second.items():
+        cells = []
+        for b in BUDGETS:
+            a, c = _cell(results[method], b), _cell(report, b)
+            if a and c:
+                fa, fc = a["fid"]["value"], c["fid"]["value"]
+                cells.append(f"{fa:.2f} / {fc:.2f} ({fc - fa:+.2f})")
+            else:
+                cells.append("-")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown(results: dict, costs: dict, command: str, seed_table: list[str] = ()) -> str:
     any_report = next(iter(results.values()))
     ref = any_report["reference"]
     lines = [
@@ -194,6 +247,7 @@ def markdown(results: dict, costs: dict, command: str) -> str:
             f"{c['score']['mean']:.2f} +- {c['score']['std']:.2f}" if c else "-" for c in cells
         ]
         lines.append(f"| {method} | " + " | ".join(fids + scores) + " |")
+    lines += seed_table
     ratios = costs["over_maskgit24"]
     lines += [
         "",
@@ -245,8 +299,9 @@ def plot(results: dict, path: str) -> None:
     fig.savefig(path, dpi=120)
 
 
-def phase_report(runs: str, out: str, command: str) -> None:
+def phase_report(runs: str, out: str, command: str, seeds: tuple[int, int]) -> None:
     results = load_results(runs)
+    second = load_results(runs, seed=seeds[1])
     costs = load_json(os.path.join(runs, "costs.json"), None)
     if not results or not costs:
         raise SystemExit("nothing to report yet: run the costs, train and eval phases first")
@@ -263,10 +318,10 @@ def phase_report(runs: str, out: str, command: str) -> None:
                     os.path.join(grids, f"{method_slug(method)}_budget{budget}.png"),
                 )
     payload = {"command": command, "budgets": BUDGETS, "scale": SCALE, "costs": costs,
-               "methods": results}  # fmt: skip
+               "methods": results, "second_seed": {"seed": seeds[1], "methods": second}}  # fmt: skip
     write_json(os.path.join(out, "image_quality_vs_budget.json"), payload)
     with open(os.path.join(out, "image_quality_vs_budget.md"), "w") as f:
-        f.write(markdown(results, costs, command))
+        f.write(markdown(results, costs, command, seed_lines(results, second, seeds)))
     plot(results, os.path.join(out, "image_quality_vs_budget.png"))
     log(f"wrote {out}/image_quality_vs_budget.{{json,md,png}} and {grids}/")
 
@@ -276,25 +331,31 @@ def main() -> None:
     parser.add_argument("--runs", default=os.path.join(ROOT, "runs", "image_quality_vs_budget"))
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
     parser.add_argument(
-        "--phase", choices=("all", "costs", "train", "eval", "report"), default="all"
+        "--phase", choices=("all", "costs", "train", "eval", "seeds", "report"), default="all"
     )
     parser.add_argument("--num-samples", type=int, default=500)
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument(
+        "--second-seed", type=int, default=1235, help="phase seeds: SEED_METHODS sampled again"
+    )
     parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
     args = parser.parse_args()
     runs = os.path.abspath(args.runs)
     os.makedirs(runs, exist_ok=True)
     command = "python benchmarks/image_quality_vs_budget.py"
-    if args.num_samples != 500 or args.seed != 1234:
+    if args.num_samples != 500 or args.seed != 1234 or args.second_seed != 1235:
         command += f" --num-samples={args.num_samples} --seed={args.seed}"
+        command += f" --second-seed={args.second_seed}"
     if args.phase in ("all", "costs"):
         phase_costs(runs, args.rounds)
     if args.phase in ("all", "train"):
         phase_train(runs)
     if args.phase in ("all", "eval"):
         phase_eval(runs, args.num_samples, args.seed)
+    if args.phase in ("all", "seeds"):
+        phase_seeds(runs, args.num_samples, args.second_seed)
     if args.phase in ("all", "report"):
-        phase_report(runs, args.out, command)
+        phase_report(runs, args.out, command, (args.seed, args.second_seed))
 
 
 if __name__ == "__main__":
