@@ -5,9 +5,10 @@ Models keep the published depths and shrink only in width and steps: MaskGIT-24,
 MaskGIT-12 and FP-MaskGIT 4/1/4, all trained for the same number of steps on the same
 batches (the published protocol), then CoFRe's consistency stage from FP-MaskGIT.
 Methods: MaskGIT-24, MaskGIT-12, FP-MaskGIT with cold starts, FP-MaskGIT with 3SR,
-CoFRe (the stage's model with 3SR) and one ablation (the same stage at lambda = 0), each
-at the published budgets 48/96/192/384 block passes of the conditional network
-(guidance doubles the real cost for every method alike; the report gives both).
+CoFRe (the stage's model with 3SR) and ablations (the same stage at lambda = 0 and
+0.03, CoFRe's model with cold starts), each at the published budgets 48/96/192/384
+block passes of the conditional network (guidance doubles the real cost for every
+method alike; the report gives both).
 MaskGIT spends a budget in budget / depth steps; the FP methods in budget / (8 + N)
 steps of N = FP_ITERATIONS mean iterations (decreasing schedule).
 
@@ -76,6 +77,12 @@ RUNS = {
         "fp_maskgit",
         {"model.k_pre": 4, "model.k_post": 4, "train.num_steps": 200, "stage.lambda_max": 0.0},
     ),
+    # Ablation: a third of the published lambda, to see whether the harm scales with it.
+    "stage_lambda003": (
+        quickstart_images_cofre,
+        "fp_maskgit",
+        {"model.k_pre": 4, "model.k_post": 4, "train.num_steps": 200, "stage.lambda_max": 0.03},
+    ),
 }
 # method -> (run, sample.warm_start or None for MaskGIT)
 METHODS = {
@@ -85,6 +92,9 @@ METHODS = {
     "FP + 3SR": ("fp_maskgit", "3sr"),
     "CoFRe": ("cofre", "3sr"),
     "Stage at lambda 0, 3SR (ablation)": ("stage_lambda0", "3sr"),
+    "Stage at lambda 0.03, 3SR (ablation)": ("stage_lambda003", "3sr"),
+    # CoFRe's model with cold starts: the stage's model apart from the 3SR sampler.
+    "CoFRe model, cold starts (ablation)": ("cofre", "cold"),
 }
 COST_RUNS = ("maskgit24", "maskgit12", "fp_maskgit")
 # Evaluated again at a second sampling seed (phase "seeds"): how far a 500-sample
@@ -317,8 +327,14 @@ def phase_report(runs: str, out: str, command: str, seeds: tuple[int, int]) -> N
                     os.path.join(runs, run, cell["grid"]),
                     os.path.join(grids, f"{method_slug(method)}_budget{budget}.png"),
                 )
-    payload = {"command": command, "budgets": BUDGETS, "scale": SCALE, "costs": costs,
-               "methods": results, "second_seed": {"seed": seeds[1], "methods": second}}  # fmt: skip
+    payload = {
+        "command": command,
+        "budgets": BUDGETS,
+        "scale": SCALE,
+        "costs": costs,
+        "methods": results,
+        "second_seed": {"seed": seeds[1], "methods": second},
+    }
     write_json(os.path.join(out, "image_quality_vs_budget.json"), payload)
     with open(os.path.join(out, "image_quality_vs_budget.md"), "w") as f:
         f.write(markdown(results, costs, command, seed_lines(results, second, seeds)))
