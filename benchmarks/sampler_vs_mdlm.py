@@ -201,9 +201,9 @@ def main() -> None:
         fp_config, sample=dataclasses.replace(fp_config.sample, adaptive_tol=args.tol)
     )
     models = {
-        "mdlm": mdlm[:3],
-        "cofre": fp[:3],
-        "cofre+adaptive": (adaptive_config, fp[1], fp[2]),
+        "mdlm": mdlm[:2],
+        "cofre": fp[:2],
+        "cofre+adaptive": (adaptive_config, fp[1]),
     }
     result = {
         "meta": {
@@ -217,8 +217,8 @@ def main() -> None:
             "batch": args.batch,
             "rounds": args.rounds,
             "adaptive_tol": args.tol,
-            "params": {"mdlm": count_params(mdlm[2]), "cofre": count_params(fp[2])},
-            "weights": {"mdlm": mdlm[3], "cofre": fp[3]},
+            "params": {"mdlm": count_params(mdlm[1]), "cofre": count_params(fp[1])},
+            "weights": {"mdlm": mdlm[2], "cofre": fp[2]},
         },
         "budgets": [],
     }
