@@ -6,14 +6,18 @@ injection (configs/synthetic_cofre.py), same width. With --mdlm_workdir / --fp_w
 their trained EMA parameters are used (a run's checkpoints are only read; copy them out
 of a checkout you must not touch); otherwise random init with the weights perturbed by
 N(0, --init_noise^2), since at init adaLN gates and the head are zero. Timing does not
-depend on the weights at a fixed budget; adaptive stopping does.
+depend on the weights at a fixed budget; adaptive stopping does. A control,
+`cofre-add`, is the same FP-MDLM 1/1/1 with the `add` injection (F is one plain block on
+h + u, no fc1/fc2 mixing), always at random init and at fixed budgets only: it shows how
+much of CoFRe's time over MDLM's is fpdm's mixing layers, which the block-pass budget
+does not count.
 
 Every call goes through the library entry point, `sampling.draw_samples`, with the
 configs' sampler settings (MDLM: ancestral, logits cache on, as configured; CoFRe: 3SR,
 the decreasing schedule), Categorical noise at float64 resolution (the only mode:
 cofre_jax/sampling/noise.py). For every budget in 96/192/384/768, each method is called once
 to compile and warm up, then the methods are interleaved for --rounds rounds
-(mdlm, cofre, cofre+adaptive, mdlm, ...); reported are medians, the ratio of medians and
+(mdlm, cofre, cofre+adaptive, cofre-add, mdlm, ...); reported are medians, the ratio of medians and
 the median of the within-round ratios, and the deterministic counts (block passes,
 network calls, per-step iterations).
 
@@ -44,7 +48,9 @@ from configs import synthetic_cofre, synthetic_mdlm
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
-METHODS = ("mdlm", "cofre", "cofre+adaptive")
+# cofre-add: the control with the `add` injection (F is one plain block, u added to h),
+# random init, fixed budget only: what CoFRe's time is without fpdm's fc1/fc2 mixing.
+METHODS = ("mdlm", "cofre", "cofre+adaptive", "cofre-add")
 
 
 def load(cfg, workdir: str, init_noise: float, quick: bool):
@@ -142,8 +148,10 @@ def markdown(result: dict) -> str:
         f"batch {meta['batch']}. Every call is `sampling.draw_samples` with the configs' "
         "settings (MDLM: ancestral with the logits cache; CoFRe: 3SR, decreasing "
         f"schedule; `+adaptive`: per-sequence stopping at tol {meta['adaptive_tol']} with "
-        f"the bank). One warm-up call each, then {meta['rounds']} interleaved rounds "
-        "(mdlm, cofre, cofre+adaptive); times are medians.",
+        f"the bank); `cofre-add`: the control with the `add` injection (F one plain "
+        f"block, {meta['params']['cofre-add']} parameters, {meta['weights']['cofre-add']}), "
+        "3SR at the same fixed budgets. One warm-up call each, then "
+        f"{meta['rounds']} interleaved rounds ({', '.join(METHODS)}); times are medians.",
         "",
         "`/ MDLM` is the ratio of the medians, `paired` the median of the within-round "
         "ratios, for wall time and for the process's CPU time (all threads: the work, "
@@ -196,6 +204,9 @@ def main() -> None:
     fp_cfg.stage.kind = "pretrain"  # only the model and the sampler settings matter here
     mdlm = load(mdlm_cfg, args.mdlm_workdir, args.init_noise, args.quick)
     fp = load(fp_cfg, args.fp_workdir, args.init_noise, args.quick)
+    add_cfg = synthetic_cofre.get_config()
+    add_cfg.stage.kind, add_cfg.model.injection = "pretrain", "add"
+    fp_add = load(add_cfg, "", args.init_noise, args.quick)
     fp_config = fp[0]
     adaptive_config = dataclasses.replace(
         fp_config, sample=dataclasses.replace(fp_config.sample, adaptive_tol=args.tol)
@@ -204,6 +215,7 @@ def main() -> None:
         "mdlm": mdlm[:2],
         "cofre": fp[:2],
         "cofre+adaptive": (adaptive_config, fp[1]),
+        "cofre-add": fp_add[:2],
     }
     result = {
         "meta": {
@@ -217,8 +229,12 @@ def main() -> None:
             "batch": args.batch,
             "rounds": args.rounds,
             "adaptive_tol": args.tol,
-            "params": {"mdlm": count_params(mdlm[1]), "cofre": count_params(fp[1])},
-            "weights": {"mdlm": mdlm[2], "cofre": fp[2]},
+            "params": {
+                "mdlm": count_params(mdlm[1]),
+                "cofre": count_params(fp[1]),
+                "cofre-add": count_params(fp_add[1]),
+            },
+            "weights": {"mdlm": mdlm[2], "cofre": fp[2], "cofre-add": fp_add[2]},
         },
         "budgets": [],
     }
