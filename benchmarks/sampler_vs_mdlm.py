@@ -43,6 +43,8 @@ import jax.numpy as jnp
 from cofre_jax import sampling, tasks
 from cofre_jax.config.typed import from_config_dict
 from cofre_jax.models import count_params
+from cofre_jax.models.fixed_point_stack import FPCell, injection_term
+from cofre_jax.models.layers import DiTBlock, rotary_tables
 from configs import synthetic_cofre, synthetic_mdlm
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -80,6 +82,71 @@ def timed(fn) -> tuple[float, float, sampling.Samples]:
     start, cpu = time.perf_counter(), time.process_time()
     out = fn()  # draw_samples returns host arrays: the call has finished
     return time.perf_counter() - start, time.process_time() - cpu, out
+
+
+def _inner(params):
+    return params.get("params", params)
+
+
+def pass_times(args, models: dict, reps: int = 50) -> dict:
+    """Seconds per pass of MDLM's first block and of CoFRe's F (its block plus fpdm's
+    fc1/fc2 mixing, with W_u u + b hoisted as the sampler does), at the sampler's
+    shapes: each a jitted `fori_loop` of `reps` passes, interleaved, medians."""
+    (mdlm_config, mdlm_params), (fp_config, fp_params) = models["mdlm"], models["cofre"]
+    mdlm_cfg, fp_cfg = mdlm_config.model, fp_config.model
+    shape = (args.batch, fp_config.data.seq_len, fp_cfg.hidden_size)
+    h_BxLxD = jax.random.normal(jax.random.PRNGKey(0), shape)
+    rotary = rotary_tables(shape[1], fp_cfg.head_dim)
+    block, cell = DiTBlock(mdlm_cfg), FPCell(fp_cfg)
+    block_params = {"params": _inner(mdlm_params)["blocks_0"]}
+    cell_params = _inner(fp_params)["fp_cell"]
+    mdlm_cond = jnp.ones((shape[0], mdlm_cfg.cond_dim))
+    fp_cond = jnp.ones((shape[0], fp_cfg.cond_dim))
+    inj = injection_term(fp_cfg, cell_params, h_BxLxD)
+
+    def one_block(_, h):
+        return block.apply(block_params, h, mdlm_cond, rotary, train=False)
+
+    def one_f(_, h):
+        return cell.apply(
+            {"params": cell_params}, h, inj, fp_cond, *rotary, train=False, injected=True
+        )
+
+    loops = {
+        "block": jax.jit(lambda h: jax.lax.fori_loop(0, reps, one_block, h)),
+        "f_fpdm": jax.jit(lambda h: jax.lax.fori_loop(0, reps, one_f, h)),
+    }
+    for loop in loops.values():
+        loop(h_BxLxD).block_until_ready()
+    times = {name: [] for name in loops}
+    for _ in range(max(args.rounds, 3)):
+        for name, loop in loops.items():
+            start = time.perf_counter()
+            loop(h_BxLxD).block_until_ready()
+            times[name].append((time.perf_counter() - start) / reps)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def attribution(row: dict, passes: dict, batch: int) -> dict:
+    """CoFRe's wall time over MDLM's, split by the cofre-add control (seconds per
+    sample, and as fractions of MDLM's time): the fpdm mixing (cofre - cofre-add; also
+    predicted as F iterations x (F pass - block pass)) and the rest (cofre-add - MDLM:
+    the network outside the blocks, pre/post blocks and G, warm start, draw, loop)."""
+    m = row["methods"]
+    mdlm_s = m["mdlm"]["s_per_sample"]
+    iterations = sum(m["cofre"]["iterations_per_step"])
+    predicted = iterations * (passes["f_fpdm"] - passes["block"]) / batch
+    parts = {
+        "excess": m["cofre"]["s_per_sample"] - mdlm_s,
+        "fpdm_mixing": m["cofre"]["s_per_sample"] - m["cofre-add"]["s_per_sample"],
+        "fpdm_mixing_predicted": predicted,
+        "rest": m["cofre-add"]["s_per_sample"] - mdlm_s,
+    }
+    return {
+        "f_iterations": iterations,
+        "s_per_sample": parts,
+        "over_mdlm": {k: v / mdlm_s for k, v in parts.items()},
+    }
 
 
 def run_budget(args, models: dict, total: int) -> dict:
@@ -172,6 +239,30 @@ def markdown(result: dict) -> str:
                 f"{v['cpu_s_per_sample']:.4f} | {v['cpu_over_mdlm_medians']:.3f} | "
                 f"{v['cpu_over_mdlm_paired']:.3f} |"
             )
+    passes = result["pass_seconds"]
+    lines += [
+        "",
+        "## Where CoFRe's extra time goes (fixed budget)",
+        "",
+        f"One pass at these shapes (jitted loops of passes, interleaved, medians): MDLM's "
+        f"block {passes['block'] * 1e3:.3f} ms, CoFRe's F {passes['f_fpdm'] * 1e3:.3f} ms "
+        f"({passes['f_fpdm'] / passes['block']:.2f}x: fpdm's fc1/fc2 mixing runs in every "
+        "iteration and the block-pass budget does not count it). Split by the cofre-add "
+        "control, as fractions of MDLM's wall time: the mixing (cofre - cofre-add, and "
+        "as predicted by F iterations x (F pass - block pass)) and the rest (cofre-add - "
+        "MDLM: the network outside the blocks, pre/post blocks and G, warm start, draw "
+        "and loop control).",
+        "",
+        "| budget | F iterations | CoFRe - MDLM | mixing | mixing predicted | the rest |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in result["budgets"]:
+        a = r["attribution"]
+        o = a["over_mdlm"]
+        lines.append(
+            f"| {r['budget']} | {a['f_iterations']} | {o['excess']:+.3f} | "
+            f"{o['fpdm_mixing']:+.3f} | {o['fpdm_mixing_predicted']:+.3f} | {o['rest']:+.3f} |"
+        )
     lines += ["", "CoFRe's iterations per step (fixed budget; adaptive):", ""]
     for r in result["budgets"]:
         m = r["methods"]
@@ -238,8 +329,11 @@ def main() -> None:
         },
         "budgets": [],
     }
+    result["pass_seconds"] = pass_times(args, models)
+    print("seconds per pass", result["pass_seconds"], flush=True)
     for total in (int(b) for b in args.budgets.split(",")):
         r = run_budget(args, models, total)
+        r["attribution"] = attribution(r, result["pass_seconds"], args.batch)
         result["budgets"].append(r)
         summary = {n: (v["block_passes"], round(v["over_mdlm_medians"], 3))
                    for n, v in r["methods"].items()}  # fmt: skip

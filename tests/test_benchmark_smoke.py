@@ -51,3 +51,10 @@ def test_quick_run_succeeds(name, tmp_path):
         result = json.loads((tmp_path / written).read_text())
         assert result["meta"]["command"].startswith(f"python benchmarks/{name}.py")
         assert result["budgets"], "no budget was measured"
+    if name == "sampler_vs_mdlm":  # the split of CoFRe's extra time is reported
+        assert set(result["pass_seconds"]) == {"block", "f_fpdm"}
+        attribution = result["budgets"][0]["attribution"]
+        assert attribution["f_iterations"] == sum(
+            result["budgets"][0]["methods"]["cofre"]["iterations_per_step"]
+        )
+        assert "## Where CoFRe's extra time goes" in (tmp_path / "sampler_vs_mdlm.md").read_text()
